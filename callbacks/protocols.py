@@ -1,0 +1,30 @@
+"""The two protocols through which callbacks talk to a module, and the data protocol for probes.
+
+Any LightningModule with an ``embed`` method can be probed, any with ``sample`` can be evaluated
+as a generator; nothing else about the module is assumed, so the callbacks work in any project.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+
+@runtime_checkable
+class Embeds(Protocol):
+    def embed(self, x: Tensor, **kw) -> Tensor:
+        """Features ``B,F`` of a batch ``x``; diffusion models also take ``t=`` (noise level)."""
+
+
+@runtime_checkable
+class Samples(Protocol):
+    def sample(self, n: int, **kw) -> Tensor:
+        """``n`` generated samples in the data's space and range ([-1, 1])."""
+
+
+@runtime_checkable
+class ProbeData(Protocol):
+    def probe_dataloaders(self) -> tuple[DataLoader, DataLoader]:
+        """Clean, labeled, unaugmented ``(train, val)`` loaders of batch dicts."""

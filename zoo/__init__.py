@@ -1,0 +1,1 @@
+"""The zoo: methods, nets, diffusion math and the training entry point."""

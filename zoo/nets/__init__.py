@@ -1,0 +1,1 @@
+"""Backbones, independent of any method, each built from plain arguments."""
