@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -60,8 +61,25 @@ def resume_path(resume: str | None, output_dir: str | Path) -> str | None:
     return str(resume)
 
 
-def fit(cfg: DictConfig) -> dict[str, float]:
-    """One run: fit (and test), log hyperparameters with the final metrics, write ``metrics.json``."""
+def run_info(cfg: DictConfig) -> dict[str, Any]:
+    """What names the run in comparisons: method and data choices and the command-line overrides."""
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        choices = hydra_cfg.runtime.choices
+        return {
+            "method": choices.get("method"),
+            "data": choices.get("data"),
+            "overrides": [o for o in hydra_cfg.overrides.task if not o.startswith(("hydra", "trainer", "paths", "resume"))],
+        }
+    return {"method": cfg.method.get("_target_", "?").rsplit(".", 1)[-1].lower(), "data": "?", "overrides": []}
+
+
+def fit(cfg: DictConfig, info: dict[str, Any] | None = None) -> dict[str, float]:
+    """One run: fit (and test), log hyperparameters with the final metrics, write ``metrics.json``.
+
+    ``info`` (method, data, overrides) names the run for ``zoo.compare``; by default it comes from
+    Hydra's runtime choices.
+    """
     built = build(cfg)
     trainer, method, datamodule = built.trainer, built.method, built.datamodule
     if trainer.is_global_zero:
@@ -76,6 +94,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (out / "run.json").write_text(json.dumps(info or run_info(cfg), indent=2))
     return metrics
 
 

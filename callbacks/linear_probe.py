@@ -1,0 +1,146 @@
+"""Linear probe: a multinomial logistic regression on frozen features (the standard SSL protocol).
+
+MoCo (He et al. 2020, Sec. 4.1) trains a linear classifier on frozen features with SGD; here the
+head is fitted in closed loop instead, deterministically: features standardised with the train
+split's statistics, then full-batch L-BFGS in float64 on the L2-regularised cross-entropy
+``mean_i CE(W z_i + b, y_i) + weight_decay / 2 * ||W||^2`` from a zero start (the problem is convex,
+so the start does not matter). The same inputs give the same accuracy on every rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from callbacks.features import (
+    EmbedFn,
+    check_every_n_epochs,
+    extract_features,
+    labeled,
+    probe_due,
+    probe_loaders,
+    require_embed,
+)
+
+
+def standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
+    """Centre and scale every tensor by the per-feature mean and std of ``train`` (float64).
+
+    Constant features (std 0) are only centred.
+    """
+    train = train.double()
+    mean, std = train.mean(0), train.std(0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return [(t.double() - mean) / std for t in (train, *others)]
+
+
+def fit_logistic_regression(
+    features: Tensor, labels: Tensor, num_classes: int, weight_decay: float = 1e-4, max_iter: int = 500
+) -> tuple[Tensor, Tensor]:
+    """``(W F x C, b C)`` minimising ``mean CE(features @ W + b, labels) + weight_decay / 2 * ||W||^2``.
+
+    Multinomial logistic regression by full-batch L-BFGS (strong Wolfe line search) in float64 on the
+    CPU from zeros: deterministic for given inputs.
+    """
+    x = features.double().cpu()
+    y = labels.long().cpu()
+    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def linear_probe_accuracy(
+    train_feats: Tensor,
+    train_y: Tensor,
+    val_feats: Tensor,
+    val_y: Tensor,
+    weight_decay: float = 1e-4,
+    max_iter: int = 500,
+    num_classes: int | None = None,
+) -> float:
+    """Top-1 accuracy on ``val`` of a logistic regression fitted on ``train`` (labels -1 are dropped).
+
+    Features are standardised with the train split's mean and std, then ``fit_logistic_regression``.
+    ``num_classes`` defaults to one more than the largest label seen.
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay={weight_decay} must be >= 0")
+    train_feats, train_y = labeled(train_feats, train_y, "train", "linear_probe_accuracy")
+    val_feats, val_y = labeled(val_feats, val_y, "val", "linear_probe_accuracy")
+    classes = num_classes or int(max(train_y.max(), val_y.max())) + 1
+    train_z, val_z = standardize(train_feats, val_feats)
+    weight, bias = fit_logistic_regression(train_z, train_y, classes, weight_decay, max_iter)
+    return (val_z @ weight + bias).argmax(1).eq(val_y.cpu()).double().mean().item()
+
+
+class LinearProbe(L.Callback):
+    """Logs ``{prefix}/linear_top1``: a linear probe of frozen ``embed`` features, at validation epoch end.
+
+    Every ``every_n_epochs`` epochs (and at the last epoch) features of the probe train and val splits
+    (the datamodule's ``probe_dataloaders()`` or ``loaders``) are extracted through ``embed(x,
+    **embed_kwargs)`` or ``embed_fn``, gathered across ranks, and ``linear_probe_accuracy`` is
+    computed identically on every rank; the value is logged with ``sync_dist=False`` from every rank.
+    ``seed`` fixes torch's RNG per batch during extraction (for modules whose ``embed`` draws noise).
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        embed_kwargs: Mapping[str, Any] | None = None,
+        embed_fn: EmbedFn | None = None,
+        loaders: tuple[DataLoader, DataLoader] | None = None,
+        weight_decay: float = 1e-4,
+        max_iter: int = 500,
+        prefix: str = "probe",
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__()
+        self.every_n_epochs = check_every_n_epochs(every_n_epochs, "LinearProbe")
+        self.embed_kwargs = dict(embed_kwargs or {})
+        self.embed_fn = embed_fn
+        self.loaders = loaders
+        self.weight_decay = weight_decay
+        self.max_iter = max_iter
+        self.prefix = prefix
+        self.seed = seed
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require_embed(pl_module, self.embed_fn, "LinearProbe")
+        probe_loaders(trainer, self.loaders, "LinearProbe")
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not probe_due(trainer, self.every_n_epochs):
+            return
+        train_loader, val_loader = probe_loaders(trainer, self.loaders, "LinearProbe")
+        extract = dict(embed_fn=self.embed_fn, embed_kwargs=self.embed_kwargs, seed=self.seed)
+        train_feats, train_y = extract_features(pl_module, train_loader, **extract)
+        labeled(train_feats, train_y, "train", "LinearProbe")
+        val_feats, val_y = extract_features(pl_module, val_loader, **extract)
+        accuracy = linear_probe_accuracy(
+            train_feats, train_y, val_feats, val_y, weight_decay=self.weight_decay, max_iter=self.max_iter
+        )
+        pl_module.log(f"{self.prefix}/linear_top1", accuracy, sync_dist=False)
