@@ -257,3 +257,21 @@ def check_every_n_epochs(every_n_epochs: int, owner: str) -> int:
     if int(every_n_epochs) < 1:
         raise ValueError(f"{owner}: every_n_epochs={every_n_epochs} must be >= 1")
     return int(every_n_epochs)
+
+
+def probe_split_features(
+    module: nn.Module,
+    loaders: tuple[DataLoader, DataLoader],
+    owner: str,
+    embed_fn: EmbedFn | None = None,
+    embed_kwargs: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(train features, train labels, val features, val labels)`` of the probe loaders, all ranks.
+
+    Raises before the val split is read when the train split has no labels.
+    """
+    train_feats, train_y = extract_features(module, loaders[0], embed_fn, embed_kwargs, seed)
+    labeled(train_feats, train_y, "train", owner)
+    val_feats, val_y = extract_features(module, loaders[1], embed_fn, embed_kwargs, seed)
+    return train_feats, train_y, val_feats, val_y

@@ -1,7 +1,7 @@
 """Linear probe: a multinomial logistic regression on frozen features (the standard SSL protocol).
 
 MoCo (He et al. 2020, Sec. 4.1) trains a linear classifier on frozen features with SGD; here the
-head is fitted in closed loop instead, deterministically: features standardised with the train
+head is fitted to convergence instead, deterministically: features standardised with the train
 split's statistics, then full-batch L-BFGS in float64 on the L2-regularised cross-entropy
 ``mean_i CE(W z_i + b, y_i) + weight_decay / 2 * ||W||^2`` from a zero start (the problem is convex,
 so the start does not matter). The same inputs give the same accuracy on every rank.
@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader
 from callbacks.features import (
     EmbedFn,
     check_every_n_epochs,
-    extract_features,
     labeled,
     probe_due,
     probe_loaders,
+    probe_split_features,
     require_embed,
 )
 
@@ -135,11 +135,10 @@ class LinearProbe(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not probe_due(trainer, self.every_n_epochs):
             return
-        train_loader, val_loader = probe_loaders(trainer, self.loaders, "LinearProbe")
-        extract = dict(embed_fn=self.embed_fn, embed_kwargs=self.embed_kwargs, seed=self.seed)
-        train_feats, train_y = extract_features(pl_module, train_loader, **extract)
-        labeled(train_feats, train_y, "train", "LinearProbe")
-        val_feats, val_y = extract_features(pl_module, val_loader, **extract)
+        loaders = probe_loaders(trainer, self.loaders, "LinearProbe")
+        train_feats, train_y, val_feats, val_y = probe_split_features(
+            pl_module, loaders, "LinearProbe", self.embed_fn, self.embed_kwargs, self.seed
+        )
         accuracy = linear_probe_accuracy(
             train_feats, train_y, val_feats, val_y, weight_decay=self.weight_decay, max_iter=self.max_iter
         )

@@ -2,5 +2,18 @@
 
 from datamodules.base import BatchDictDataset, TensorSamples, ZooDataModule
 from datamodules.digits import Digits
+from datamodules.image_folder import ImageFolder
+from datamodules.manifold import Manifold
+from datamodules.torchvision_sets import CIFAR10, MNIST, FashionMNIST
 
-__all__ = ["BatchDictDataset", "Digits", "TensorSamples", "ZooDataModule"]
+__all__ = [
+    "CIFAR10",
+    "MNIST",
+    "BatchDictDataset",
+    "Digits",
+    "FashionMNIST",
+    "ImageFolder",
+    "Manifold",
+    "TensorSamples",
+    "ZooDataModule",
+]
