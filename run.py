@@ -9,6 +9,7 @@ import os
 import sys
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 
@@ -18,7 +19,7 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         return train(cfg)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError, FloatingPointError) as error:
+    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError, ArithmeticError, InstantiationException) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         from rich.console import Console

@@ -1,0 +1,58 @@
+"""Every option of every config group composes and instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from conftest import CONF
+from zoo.train import build
+
+GROUPS = ["data", "method", "net", "encoder", "trainer", "callbacks", "logger", "experiment"]
+# Options that need something from outside the config to instantiate (a checkpoint path).
+NEEDS = {("encoder", "zoo"): "a checkpoint; built in tests/test_encoders.py"}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+CASES = [(group, option) for group in GROUPS for option in options(group)]
+
+
+@pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_option_composes_and_instantiates(group: str, option: str, make_config, tmp_path: Path) -> None:
+    if (group, option) in NEEDS:
+        pytest.skip(NEEDS[(group, option)])
+    overrides = [f"{group}={option}"]
+    if (group, option) == ("data", "image_folder"):
+        overrides.append(f"data.root={write_image_folder(tmp_path / 'images')}")
+    if group == "net":
+        overrides += ["method=diffusion", *(["data=manifold"] if option == "mlp" else ["data.image_size=16"])]
+    cfg = make_config(*overrides)
+    if group == "encoder":
+        cfg.shape, cfg.num_classes = list(instantiate(cfg.data).shape), 10
+        assert instantiate(cfg.encoder) is not None
+        return
+    built = build(cfg)
+    assert built.method is not None and built.trainer is not None
+    if group == "net":
+        assert built.method.net is not None
+
+
+def write_image_folder(root: Path) -> Path:
+    """Two classes of three tiny PNGs each."""
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (12, 12), (40 * i, 200 if label == "a" else 0, 90)).save(root / label / f"{i}.png")
+    return root
+
+
+def test_every_group_has_options() -> None:
+    for group in GROUPS:
+        assert options(group), f"conf/{group}/ is empty"
