@@ -8,14 +8,14 @@ data is read, and gives ``probe_dataloaders()``: clean, labeled, unaugmented tra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-Transform = Callable[[Tensor], Tensor]
+from datamodules.views import Transform, single_view, two_views
 
 
 class BatchDictDataset(Dataset):
@@ -105,6 +105,7 @@ class ZooDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self._data is None:
+            self._transforms()
             train, val, test = self._splits()
             self._data = (self._subset(train), val, test)
 
@@ -127,13 +128,14 @@ class ZooDataModule(L.LightningDataModule):
         assert self._data is not None
         return self._data
 
-    def _train_dataset(self) -> BatchDictDataset:
-        if not (self.views or self.augment):
-            return BatchDictDataset(self.splits[0])
-        from datamodules.views import single_view, two_views
-
+    def _transforms(self) -> tuple[Transform | None, list[Transform] | None]:
+        """The training transforms; unknown recipe names fail here, before any data is read."""
         views = two_views(self.views, self.shape) if self.views else None
-        return BatchDictDataset(self.splits[0], single_view(self.augment, self.shape), views)
+        return single_view(self.augment, self.shape), views
+
+    def _train_dataset(self) -> BatchDictDataset:
+        single, views = self._transforms()
+        return BatchDictDataset(self.splits[0], single, views)
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(

@@ -41,7 +41,9 @@ class _Spiral:
         self.arms = arms
         theta = torch.linspace(*_SPIRAL_ANGLES, _POLYLINE_VERTICES, dtype=torch.float64)
         self.num_classes = arms
-        self.vertices = torch.cat([self.points(theta, torch.full_like(theta, k)) for k in range(arms)]).numpy()
+        self.vertices = torch.cat(
+            [self.points(theta, torch.full_like(theta, k)) for k in range(arms)]
+        ).numpy()
         self.tree = cKDTree(self.vertices)
 
     def points(self, theta: Tensor, arm: Tensor) -> Tensor:
@@ -217,7 +219,9 @@ def column_orthogonal(rows: int, cols: int, seed: int) -> Tensor:
     return (q * torch.sign(torch.diagonal(r))).float()
 
 
-def _intrinsic_set(kind: str, n_classes: int | None) -> _Spiral | _SwissRoll | _Circles | _TruncatedGaussianMixture:
+def _intrinsic_set(
+    kind: str, n_classes: int | None
+) -> _Spiral | _SwissRoll | _Circles | _TruncatedGaussianMixture:
     if kind not in KINDS:
         raise ValueError(f"data.kind={kind!r} is not a known manifold; use one of {list(KINDS)}")
     if kind == "swiss_roll":

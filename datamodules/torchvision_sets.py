@@ -61,9 +61,13 @@ class _OfficialImageSet(ZooDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if image_size is not None and image_size < 1:
-            raise ValueError(f"data.image_size={image_size}: give a positive size or null for {self.native_size}")
+            raise ValueError(
+                f"data.image_size={image_size}: give a positive size or null for {self.native_size}"
+            )
         if not 0 < val_fraction < 1:
-            raise ValueError(f"data.val_fraction={val_fraction}: give a fraction of the training split in (0, 1)")
+            raise ValueError(
+                f"data.val_fraction={val_fraction}: give a fraction of the training split in (0, 1)"
+            )
         self.root, self.download, self.val_fraction = Path(root), download, val_fraction
         self.image_size = image_size or self.native_size
         self.shape = (self.channels, self.image_size, self.image_size)
@@ -125,7 +129,7 @@ class _IdxImageSet(_OfficialImageSet):
 
     def _read(self, train: bool) -> tuple[Tensor, Tensor]:
         image_file, label_file = self._raw_files(train)
-        images = _read_checked(image_file, lambda path: read_image_file(str(path)))
+        images = _read_checked(image_file, read_image_file)
         labels = _read_checked(label_file, _read_idx_labels)
         if len(images) != len(labels):
             raise ValueError(
@@ -164,8 +168,8 @@ class CIFAR10(_OfficialImageSet):
 
     def _batch_files(self, train: bool) -> list[Path]:
         folder = self.root / self.torchvision_class.base_folder
-        names = [name for name, _ in (self.torchvision_class.train_list if train else self.torchvision_class.test_list)]
-        return [folder / name for name in names]
+        listed = self.torchvision_class.train_list if train else self.torchvision_class.test_list
+        return [folder / name for name, _ in listed]
 
     def _expected_files(self) -> list[Path]:
         return [*self._batch_files(train=True), *self._batch_files(train=False)]
@@ -190,7 +194,7 @@ def _read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
 
 
 def _read_idx_labels(path: Path) -> Tensor:
-    labels = read_label_file(str(path)).long()
+    labels = read_label_file(path).long()
     _check_labels(labels)
     return labels
 

@@ -13,11 +13,13 @@ the ``*_noflip`` recipe names drop the flip and keep everything else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from torch import Tensor
 from torchvision.transforms import v2
 
-from datamodules.base import Transform
+Transform = Callable[[Tensor], Tensor]
+
 
 SINGLE_VIEW_RECIPES = ("flip",)
 TWO_VIEW_RECIPES = ("mocov2", "mocov2_noflip", "mocov3", "mocov3_noflip")
@@ -47,7 +49,9 @@ def two_views(name: str, shape: Sequence[int]) -> list[Transform]:
     view 2 blurs with p 0.1 and solarizes with p 0.2.
     """
     if name not in TWO_VIEW_RECIPES:
-        raise ValueError(f"data.views={name!r} is not a known recipe; use one of {list(TWO_VIEW_RECIPES)} or null")
+        raise ValueError(
+            f"data.views={name!r} is not a known recipe; use one of {list(TWO_VIEW_RECIPES)} or null"
+        )
     _require_image(shape, "data.views", name)
     flip = not name.endswith("_noflip")
     if name.startswith("mocov2"):
@@ -77,12 +81,20 @@ def _moco_view(
     ]
     if color:
         steps.append(v2.RandomGrayscale(p=0.2))
-    steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(min(height, width)), (0.1, 2.0))], p=blur_p))
+    steps.append(
+        v2.RandomApply([v2.GaussianBlur(blur_kernel_size(min(height, width)), (0.1, 2.0))], p=blur_p)
+    )
     if solarize_p:
         steps.append(v2.RandomSolarize(threshold=0.5, p=solarize_p))
     if flip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
+    steps.append(clamp_unit)
     return v2.Compose(steps)
+
+
+def clamp_unit(image: Tensor) -> Tensor:
+    """Clamp to [0, 1]: resampling and blurring can overshoot by float rounding (~1e-7)."""
+    return image.clamp(0.0, 1.0)
 
 
 def _require_image(shape: Sequence[int], key: str, name: str) -> None:
