@@ -59,7 +59,7 @@ class TimestepEmbedding(nn.Module):
 
 
 def null_labels(y: Tensor | None, num_classes: int, batch: int, device: torch.device) -> Tensor:
-    """Labels ready for a ``num_classes + 1`` table: None and negative labels (unlabeled, -1) become the null class.
+    """Labels for a ``num_classes + 1`` table: None and negative labels (unlabeled, -1) become the null class.
 
     The null class is index ``num_classes``; a label above it raises ValueError.
     """
@@ -70,7 +70,8 @@ def null_labels(y: Tensor | None, num_classes: int, batch: int, device: torch.de
     if bool((y > num_classes).any()):
         raise ValueError(
             f"y holds label {int(y.max())} but net.num_classes={num_classes}: labels must lie in "
-            f"[0, {num_classes}] ({num_classes} is the null class); set net.num_classes to the data's class count"
+            f"[0, {num_classes}] ({num_classes} is the null class); "
+            "set net.num_classes to the data's class count"
         )
     return torch.where(y < 0, torch.full_like(y, num_classes), y.long())
 
