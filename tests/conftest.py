@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,6 +14,9 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+
+# Tiny nets on 2 cores: one thread is faster than two and keeps runs repeatable.
+torch.set_num_threads(1)
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:

@@ -37,8 +37,8 @@ class Method(L.LightningModule):
         """``{"loss": total, **parts}`` for one batch dict."""
         raise NotImplementedError
 
-    def _step(self, batch: dict, stage: str) -> Tensor:
-        parts = self.losses(batch)
+    def _step(self, batch: dict, stage: str, **kw: Any) -> Tensor:
+        parts = self.losses(batch, **kw)
         for name, value in parts.items():
             self.log(
                 f"{stage}/{name}",

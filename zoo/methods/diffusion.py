@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.diffusion import (
+    PredictAndPerturb,
     Schedule,
     classifier_free,
     convert,
@@ -24,14 +25,25 @@ from zoo.diffusion import (
 )
 from zoo.methods.base import Method
 
-SAMPLER_DEFAULTS = {"name": "heun", "steps": 32, "eta": 0.0, "shift": 1.0, "guidance": 1.0, "interval": (0.0, 1.0)}
+SAMPLER_DEFAULTS = {
+    "name": "heun",
+    "steps": 32,
+    "eta": 0.0,
+    "shift": 1.0,
+    "guidance": 1.0,
+    "interval": (0.0, 1.0),
+    "refine_k": 0,
+    "refine_tau": 0.2,
+    "refine_fraction": 0.25,
+}
 
 
 class Diffusion(Method):
     """A denoiser ``net(c_in z, c_noise t, y)`` trained with ``denoising_loss`` on ``z = a x + b ε``.
 
     ``prediction`` is what the net outputs (x, eps or v), ``loss_space`` where the loss is
-    measured; ``min_b`` clamps b(t) from below in the conversions (JiT's 1 - t >= 0.05).
+    measured; ``min_b`` and ``min_a`` clamp b(t) and a(t) from below in the conversions (JiT's
+    1 - t >= 0.05 is ``min_b=0.05`` on the linear flow).
     ``label_dropout`` replaces labels by the null class for classifier-free guidance when the net is
     class-conditional (``net.num_classes > 0``). ``sampler`` holds the defaults of ``sample``;
     ``embed_t``/``embed_layer`` those of ``embed``.
@@ -46,6 +58,7 @@ class Diffusion(Method):
         prediction: str = "v",
         loss_space: str = "v",
         min_b: float = 0.0,
+        min_a: float = 0.0,
         label_dropout: float = 0.1,
         sampler: dict[str, Any] | None = None,
         embed_t: float = 0.9,
@@ -57,12 +70,13 @@ class Diffusion(Method):
         self.shape = tuple(shape)
         self.schedule = schedule
         self.time_sampler = time_sampler
-        self.prediction, self.loss_space, self.min_b = prediction, loss_space, min_b
+        self.prediction, self.loss_space = prediction, loss_space
+        self.min_b, self.min_a = min_b, min_a
         self.num_classes = int(getattr(net, "num_classes", 0))
         self.label_dropout = label_dropout
         self.sampler = {**SAMPLER_DEFAULTS, **(sampler or {})}
         self.embed_t, self.embed_layer = embed_t, embed_layer
-        validate(prediction, loss_space, schedule, *time_range(time_sampler, schedule), min_b)
+        validate(prediction, loss_space, schedule, *time_sampler.support, min_b, min_a)
         self._check_guidance(self.sampler["guidance"])
 
     def _check_guidance(self, scale: float) -> None:
@@ -88,7 +102,8 @@ class Diffusion(Method):
 
     def denoise(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The clean estimate x̂(z, t): the one function samplers, probes and metrics use."""
-        return convert(self.net_output(z, t, y), self.prediction, "x", z, t, self.schedule, self.min_b)
+        out = self.net_output(z, t, y)
+        return convert(out, self.prediction, "x", z, t, self.schedule, self.min_b, self.min_a)
 
     def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         x = batch["x"]
@@ -98,7 +113,9 @@ class Diffusion(Method):
         z = self.schedule.noise(x, t, eps)
         y = self.labels(batch.get("y"), n, self.label_dropout if self.training else 0.0)
         out = self.net_output(z, t, y)
-        loss = denoising_loss(out, self.prediction, self.loss_space, x, eps, z, t, self.schedule, self.min_b)
+        loss = denoising_loss(
+            out, self.prediction, self.loss_space, x, eps, t, self.schedule, self.min_b, self.min_a
+        )
         return {"loss": loss.mean()}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -136,6 +153,15 @@ class Diffusion(Method):
                 return self.denoise(z, t, self.labels(None, n))
 
             denoise = classifier_free(denoise_cond, denoise_uncond, options["guidance"], tuple(options["interval"]))
+        refine = None
+        if options["refine_k"] > 0:
+            refine = PredictAndPerturb(
+                schedule=self.schedule,
+                k=options["refine_k"],
+                tau=options["refine_tau"],
+                fraction=options["refine_fraction"],
+                generator=generator,
+            )
         return sample(
             denoise,
             (n, *self.shape),
@@ -145,6 +171,8 @@ class Diffusion(Method):
             eta=options["eta"],
             shift=options["shift"],
             generator=generator,
+            refine=refine,
+            device=self.device,
         )
 
     @torch.no_grad()
@@ -165,9 +193,3 @@ class Diffusion(Method):
         hidden = hiddens[index]
         return hidden.mean(dim=1) if hidden.dim() == 3 else hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden
 
-
-def time_range(time_sampler: Callable[..., Tensor], schedule: Schedule) -> tuple[float, float]:
-    """The closure of the times ``time_sampler`` can draw, within the schedule's valid range."""
-    lo = max(float(getattr(time_sampler, "lo", 0.0)), schedule.t_min)
-    hi = min(float(getattr(time_sampler, "hi", 1.0)), schedule.t_max)
-    return lo, hi
