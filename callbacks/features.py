@@ -5,6 +5,7 @@ loader's ``batch_size``, in dataset order); rank ``r`` computes batches ``r, r +
 the results are gathered and put back in dataset order. Each batch can be computed under its own
 seed (``seed + batch index``), so a module that draws noise inside ``embed`` (a diffusion model at
 noise level ``t``) gives the same features on 1 or 8 processes. With world size 1 it is a plain loop.
+Under DDP every rank must call these functions together (they end in a collective gather).
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ def global_batches(loader: DataLoader) -> list[list[int]]:
             "feature extraction needs a loader built with batch_size=...; this one uses a custom batch_sampler"
         )
     n, size = len(loader.dataset), loader.batch_size
+    if n == 0:
+        raise ValueError("feature extraction got an empty dataset; the probe loaders must hold samples")
     return [list(range(start, min(start + size, n))) for start in range(0, n, size)]
 
 
 @contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Torch's CPU RNG (and ``device``'s, if CUDA) seeded with ``seed`` inside, restored after; no-op for None."""
     if seed is None:
         yield
         return
@@ -63,18 +67,13 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def map_dataset(
-    loader: DataLoader,
-    batch_fn: Callable[[dict], Mapping[str, Tensor]],
-    seed: int | None = None,
-    device: torch.device | str = "cpu",
-) -> dict[str, Tensor]:
-    """Apply ``batch_fn`` (batch dict -> named per-sample tensors ``B, ...``) to the whole dataset.
+def shard_batches(
+    loader: DataLoader, seed: int | None = None, device: torch.device | str = "cpu"
+) -> Iterator[tuple[list[int], Any]]:
+    """This rank's share of the global batches (``r, r + world, ...``) as ``(dataset indices, batch)``.
 
-    Batches are sharded over ranks, each computed under ``seed + batch index`` when ``seed`` is given
-    (the batch is also loaded under that seed, so random augmentations repeat when ``num_workers=0``),
-    gathered with ``all_gather_object`` (which handles uneven and empty shards) and returned on the
-    CPU in dataset order, identical on every rank.
+    With ``seed``, each batch is loaded, and the loop body run, under torch's RNG seeded with
+    ``seed + batch index`` (random augmentations repeat too when the loader has ``num_workers=0``).
     """
     rank, world_size = world()
     batches = global_batches(loader)
@@ -87,20 +86,41 @@ def map_dataset(
         pin_memory=loader.pin_memory,
         worker_init_fn=loader.worker_init_fn,
     )
-    device = torch.device(device)
-    local: dict[str, list[Tensor]] = {}
     iterator = iter(shard)
     for b in mine:
-        with _seeded(None if seed is None else seed + b, device):
-            outputs = batch_fn(next(iterator))
-        for key, value in outputs.items():
+        with seeded(None if seed is None else seed + b, torch.device(device)):
+            yield batches[b], next(iterator)
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """``obj`` of every rank, in rank order (``all_gather_object``: any picklable, any size); ``[obj]`` alone."""
+    _, world_size = world()
+    if world_size == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def map_dataset(
+    loader: DataLoader,
+    batch_fn: Callable[[dict], Mapping[str, Tensor]],
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Tensor]:
+    """Apply ``batch_fn`` (batch dict -> named per-sample tensors ``B, ...``) to the whole dataset.
+
+    Batches are sharded over ranks (``shard_batches``, seeded per batch when ``seed`` is given), the
+    results gathered (``gather_objects`` handles uneven and empty shards) and returned on the CPU in
+    dataset order, identical on every rank.
+    """
+    indices: list[int] = []
+    local: dict[str, list[Tensor]] = {}
+    for batch_indices, batch in shard_batches(loader, seed, device):
+        for key, value in batch_fn(batch).items():
             local.setdefault(key, []).append(value.detach().cpu())
-    indices = torch.tensor([i for b in mine for i in batches[b]], dtype=torch.long)
-    parts = [(indices, {key: torch.cat(values) for key, values in local.items()})]
-    if world_size > 1:
-        gathered: list[Any] = [None] * world_size
-        dist.all_gather_object(gathered, parts[0])
-        parts = gathered
+        indices.extend(batch_indices)
+    parts = gather_objects((torch.tensor(indices, dtype=torch.long), {k: torch.cat(v) for k, v in local.items()}))
     order = torch.cat([part_indices for part_indices, _ in parts]).argsort()
     keys = next((part.keys() for _, part in parts if part), ())
     return {key: torch.cat([part[key] for _, part in parts if part])[order] for key in keys}
@@ -158,7 +178,7 @@ def extract_features(
     device = module_device(module)
 
     def batch_fn(batch: dict) -> dict[str, Tensor]:
-        x, y = _xy(batch)
+        x, y = batch_xy(batch)
         return {"features": embed_batch(module, x.to(device), embed_fn, embed_kwargs), "y": y}
 
     with evaluating(module):
@@ -188,7 +208,8 @@ def extract_view_pairs(
     return out["a"], out["b"]
 
 
-def _xy(batch: Any) -> tuple[Tensor, Tensor]:
+def batch_xy(batch: Any) -> tuple[Tensor, Tensor]:
+    """``(x, y)`` of a batch dict, or a ValueError naming the batch contract."""
     if not (isinstance(batch, Mapping) and "x" in batch and "y" in batch):
         raise ValueError(
             f"probe loaders must yield batch dicts with `x` and `y` (y = -1 where unlabeled), got {type(batch).__name__}"

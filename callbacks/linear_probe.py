@@ -41,34 +41,35 @@ def standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
 
 
 def fit_logistic_regression(
-    features: Tensor, labels: Tensor, num_classes: int, weight_decay: float = 1e-4, max_iter: int = 500
+    features: Tensor, labels: Tensor, num_classes: int, weight_decay: float = 1e-4, max_iter: int = 100
 ) -> tuple[Tensor, Tensor]:
     """``(W F x C, b C)`` minimising ``mean CE(features @ W + b, labels) + weight_decay / 2 * ||W||^2``.
 
-    Multinomial logistic regression by full-batch L-BFGS (strong Wolfe line search) in float64 on the
-    CPU from zeros: deterministic for given inputs.
+    Multinomial logistic regression by full-batch L-BFGS (strong Wolfe line search, at most ``max_iter``
+    iterations, scikit-learn's default 100) in float64 on the CPU from zeros: deterministic for given
+    inputs. Runs with autograd on even inside ``torch.inference_mode`` (Lightning's validation).
     """
-    x = features.double().cpu()
-    y = labels.long().cpu()
-    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS(
-        [weight, bias],
-        lr=1.0,
-        max_iter=max_iter,
-        tolerance_grad=1e-10,
-        tolerance_change=1e-12,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
+    with torch.inference_mode(False), torch.enable_grad():
+        x = features.double().cpu().clone()
+        y = labels.long().cpu().clone()
+        weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+        bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS(
+            [weight, bias],
+            lr=1.0,
+            max_iter=max_iter,
+            tolerance_grad=1e-10,
+            tolerance_change=1e-12,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
 
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
-        loss.backward()
-        return loss
+        def closure() -> Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
+            loss.backward()
+            return loss
 
-    with torch.enable_grad():
         optimizer.step(closure)
     return weight.detach(), bias.detach()
 
@@ -79,7 +80,7 @@ def linear_probe_accuracy(
     val_feats: Tensor,
     val_y: Tensor,
     weight_decay: float = 1e-4,
-    max_iter: int = 500,
+    max_iter: int = 100,
     num_classes: int | None = None,
 ) -> float:
     """Top-1 accuracy on ``val`` of a logistic regression fitted on ``train`` (labels -1 are dropped).
@@ -114,7 +115,7 @@ class LinearProbe(L.Callback):
         embed_fn: EmbedFn | None = None,
         loaders: tuple[DataLoader, DataLoader] | None = None,
         weight_decay: float = 1e-4,
-        max_iter: int = 500,
+        max_iter: int = 100,
         prefix: str = "probe",
         seed: int | None = 0,
     ) -> None:
