@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import CONF
 from hydra.utils import instantiate
 
-from conftest import CONF
 from zoo.train import build
 
 GROUPS = ["data", "method", "net", "encoder", "trainer", "callbacks", "logger", "experiment"]
