@@ -37,7 +37,7 @@ def test_debug_run_leaves_one_complete_run_folder(tmp_path: Path) -> None:
 
 def test_compare_prints_every_run(tmp_path: Path, make_config, capsys) -> None:
     for name, hidden in (("a", 100), ("b", 20)):
-        fit(make_config("trainer=debug", f"method.hidden={hidden}", output_dir=tmp_path / name))
+        fit(make_config("method=dae", "trainer=debug", f"method.hidden={hidden}", output_dir=tmp_path / name))
     compare.main([str(tmp_path), "--markdown", str(tmp_path / "table.md")])
     printed = capsys.readouterr().out.split("runs under")[-1]
     assert "│ a " in printed and "│ b " in printed
@@ -48,7 +48,7 @@ def test_compare_prints_every_run(tmp_path: Path, make_config, capsys) -> None:
 
 
 def test_compare_reads_event_files_without_metrics_json(tmp_path: Path, make_config) -> None:
-    fit(make_config("trainer=debug", output_dir=tmp_path / "a"))
+    fit(make_config("method=dae", "trainer=debug", output_dir=tmp_path / "a"))
     (tmp_path / "a" / "metrics.json").unlink()
     [run] = compare.find_runs(tmp_path)
     assert "val/loss" in run.metrics
