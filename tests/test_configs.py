@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import CONF
 from hydra.utils import instantiate
 
@@ -13,6 +14,8 @@ from zoo.train import build
 GROUPS = ["data", "method", "net", "encoder", "trainer", "callbacks", "logger", "experiment"]
 # Options that need something from outside the config to instantiate (a checkpoint path).
 NEEDS = {("encoder", "zoo"): "a checkpoint; built in tests/test_encoders.py"}
+if not torch.cuda.is_available():
+    NEEDS[("trainer", "fsdp")] = "FSDP needs a GPU"
 
 
 def options(group: str) -> list[str]:
@@ -27,6 +30,8 @@ def test_option_composes_and_instantiates(group: str, option: str, make_config, 
     if (group, option) in NEEDS:
         pytest.skip(NEEDS[(group, option)])
     overrides = [f"{group}={option}"]
+    if group == "data":
+        overrides.append("method=dae")
     if (group, option) == ("data", "image_folder"):
         overrides.append(f"data.root={write_image_folder(tmp_path / 'images')}")
     if group == "net":
