@@ -15,7 +15,6 @@ the numbers do not depend on the world size beyond which seeds drew the samples.
 from __future__ import annotations
 
 import importlib.util
-import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from callbacks.features import check_every_n_epochs, probe_due
+from callbacks.features import check_every_n_epochs, gather_objects, probe_due
 from callbacks.memorization import MEMORIZATION_THRESHOLD, memorization_ratio
 from callbacks.precision_recall import precision_recall
 from callbacks.protocols import ProbeData, Samples
@@ -256,19 +255,18 @@ class GenerativeMetrics(Callback):
         return values
 
     def _samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor:
-        per_rank = math.ceil(self.n_samples / trainer.world_size)
-        torch.manual_seed(self.seed + trainer.global_rank)
-        chunks = []
-        for start in range(0, per_rank, self.batch_size):
-            size = min(self.batch_size, per_rank - start)
-            chunk = pl_module.sample(size, **self.sample_kwargs)
-            if len(chunk) != size:
-                raise ValueError(f"{type(pl_module).__name__}.sample({size}) returned {len(chunk)} samples")
-            chunks.append(chunk.float())
-        samples = torch.cat(chunks).to(self._device)
-        if trainer.world_size > 1:
-            samples = pl_module.all_gather(samples).flatten(0, 1)
-        return samples[: self.n_samples]
+        """``n_samples`` samples in chunks of ``batch_size``, chunk ``c`` drawn under ``seed + c`` by rank
+        ``c mod world``: the same samples at any world size."""
+        sizes = [min(self.batch_size, self.n_samples - start) for start in range(0, self.n_samples, self.batch_size)]
+        local = {}
+        for c in range(trainer.global_rank, len(sizes), trainer.world_size):
+            torch.manual_seed(self.seed + c)
+            chunk = pl_module.sample(sizes[c], **self.sample_kwargs)
+            if len(chunk) != sizes[c]:
+                raise ValueError(f"{type(pl_module).__name__}.sample({sizes[c]}) returned {len(chunk)} samples")
+            local[c] = chunk.float().cpu()
+        gathered = {c: chunk for shard in gather_objects(local) for c, chunk in shard.items()}
+        return torch.cat([gathered[c] for c in range(len(sizes))]).to(self._device)
 
     def _resolve_features(self, images: bool) -> None:
         if self._resolved:

@@ -8,12 +8,12 @@ data is read, and gives ``probe_dataloaders()``: clean, labeled, unaugmented tra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from datamodules.views import Transform, single_view, two_views
 
@@ -68,6 +68,62 @@ class TensorSamples(Dataset):
         return self.x01[index], self.y[index]
 
 
+class EpochShuffle(RandomSampler):
+    """A random order of the dataset that is a function of ``(seed, epoch)`` alone.
+
+    Lightning calls ``set_epoch`` at the start of every training epoch, so a run resumed from a
+    checkpoint sees the same batches as one that never stopped (a plain ``RandomSampler`` draws its
+    order from the global RNG). Under DDP Lightning swaps it, being a ``RandomSampler``, for a
+    ``DistributedSampler`` with the same property. The permutation's generator is seeded with
+    ``seed * 1000003 + epoch``, so neighbouring seeds do not share orders shifted by one epoch.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order ``__iter__`` yields next."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+class RepeatedDataset(Dataset):
+    """``dataset`` ``repeats`` times over: index ``i`` is item ``i % len(dataset)``."""
+
+    def __init__(self, dataset: Dataset, repeats: int) -> None:
+        if repeats < 1:
+            raise ValueError(f"repeats={repeats} must be >= 1")
+        self.dataset = dataset
+        self.repeats = repeats
+
+    def __len__(self) -> int:
+        return self.repeats * len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset[index % len(self.dataset)]
+
+
+class PassShuffle(EpochShuffle):
+    """``EpochShuffle`` of a ``RepeatedDataset`` that reshuffles each pass over the underlying data.
+
+    Every pass is its own random permutation (a function of ``(seed, epoch)`` alone), so a batch that
+    lies inside one pass (every batch when the batch size divides the data) never holds an item twice.
+    Under DDP Lightning swaps it for a ``DistributedSampler`` over the repeated dataset, which keeps
+    the number of samples per epoch but not the pass boundaries.
+    """
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        size = len(self.data_source.dataset)
+        for start in range(0, len(self.data_source), size):
+            yield from (torch.randperm(size, generator=generator) + start).tolist()
+
+
 class ZooDataModule(L.LightningDataModule):
     """Base of every datamodule: loaders that yield the batch dict, plus probe loaders.
 
@@ -75,6 +131,9 @@ class ZooDataModule(L.LightningDataModule):
     pairs with ``x01`` in [0, 1], and set ``shape`` and ``num_classes`` in ``__init__``.
     ``views`` names a two-view SSL recipe from ``datamodules.views`` (``mocov2`` or ``mocov3``);
     ``augment`` a single-view training transform recipe (``flip`` or none).
+    ``train_repeats`` makes one training epoch ``k`` passes over the training split, each in a fresh
+    random order, with batches of at most one pass: thousands of steps on a few images (the
+    memorization studies) then cost thousands of batches, not thousands of Lightning epochs.
     """
 
     shape: tuple[int, ...]
@@ -89,8 +148,11 @@ class ZooDataModule(L.LightningDataModule):
         seed: int = 0,
         n_train: int | None = None,
         eval_batch_size: int | None = None,
+        train_repeats: int = 1,
     ) -> None:
         super().__init__()
+        if train_repeats < 1:
+            raise ValueError(f"data.train_repeats={train_repeats}: the passes per training epoch must be >= 1")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.num_workers = num_workers
@@ -98,6 +160,7 @@ class ZooDataModule(L.LightningDataModule):
         self.augment = augment
         self.seed = seed
         self.n_train = n_train
+        self.train_repeats = train_repeats
         self._data: tuple[Dataset, Dataset, Dataset] | None = None
 
     def _splits(self) -> tuple[Dataset, Dataset, Dataset]:
@@ -138,17 +201,28 @@ class ZooDataModule(L.LightningDataModule):
         return BatchDictDataset(self.splits[0], single, views)
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
+        # A sampler, not shuffle=True: Lightning reads a `shuffle` argument before the sampler's type.
+        shuffler = PassShuffle if isinstance(dataset, RepeatedDataset) else EpochShuffle
+        order = {"sampler": shuffler(dataset, self.seed)} if shuffle else {"shuffle": False}
         return DataLoader(
             dataset,
             batch_size=min(batch_size, len(dataset)),
-            shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
+            # The loader's own generator for its workers' base seed: starting an epoch's iterator then
+            # draws nothing from the global RNG, which a resumed run restores at the epoch's start.
+            generator=torch.Generator().manual_seed(self.seed),
+            **order,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._train_dataset(), shuffle=True, batch_size=self.batch_size)
+        dataset = self._train_dataset()
+        if self.train_repeats == 1:
+            return self._loader(dataset, shuffle=True, batch_size=self.batch_size)
+        return self._loader(
+            RepeatedDataset(dataset, self.train_repeats), shuffle=True, batch_size=min(self.batch_size, len(dataset))
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(BatchDictDataset(self.splits[1]), shuffle=False, batch_size=self.eval_batch_size)

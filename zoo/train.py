@@ -1,14 +1,17 @@
 """What ``run.py`` calls: build everything from the config, fit, test, write ``metrics.json``.
 
-``build`` instantiates datamodule, net, method, callbacks, loggers and trainer; ``fit`` runs one
-training run into ``cfg.paths.output_dir``; ``main`` dispatches to an experiment's study (a
-function that runs several fits and writes its table) or to one ``fit``, then prints the summary.
+``build`` instantiates datamodule, net, method, callbacks, loggers and trainer (and compiles the
+method's net with ``compile=true``); ``fit`` runs one training run into ``cfg.paths.output_dir``, or
+with ``train=false ckpt=<path>`` validates and tests a checkpoint without training; ``main``
+dispatches to an experiment's study (a function that runs several fits and writes its table) or to
+one ``fit``, then prints the summary. Under DDP every rank runs all of it; files are written by rank 0.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -43,22 +47,85 @@ def build(cfg: DictConfig) -> Built:
         extra["encoder"] = instantiate(cfg.encoder)
     method = instantiate(cfg.method, **extra)
     method.run_config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.get("compile"):
+        compile_net(method)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return Built(datamodule, method, trainer)
 
 
+def compile_net(method: L.LightningModule) -> None:
+    """``torch.compile`` the method's ``net`` in place (``nn.Module.compile``: the state-dict keys stay)."""
+    net = getattr(method, "net", None)
+    if not isinstance(net, torch.nn.Module):
+        raise ValueError(
+            f"compile=true compiles method.net, but {type(method).__name__} has no net; "
+            "use compile=false or a method built on a net (diffusion, jit, ...)"
+        )
+    net.compile()
+
+
 def resume_path(resume: str | None, output_dir: str | Path) -> str | None:
-    """``auto``: the run folder's ``checkpoints/last.ckpt`` if it exists; else a path or None."""
+    """``auto``: the newest of the run folder's ``checkpoints/last.ckpt`` and Lightning's SLURM
+    preemption checkpoints (``hpc_ckpt_*.ckpt``), or None when there is none; else a path or None."""
     if resume in (None, "", "none"):
         return None
     if resume == "auto":
-        last = Path(output_dir) / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
+        folder = Path(output_dir)
+        found = [folder / "checkpoints" / "last.ckpt", *folder.glob("hpc_ckpt_*.ckpt")]
+        found = [path for path in found if path.is_file()]
+        return str(max(found, key=lambda path: path.stat().st_mtime)) if found else None
     if not Path(resume).exists():
         raise FileNotFoundError(f"resume={resume}: no such checkpoint; pass a .ckpt path or resume=auto")
     return str(resume)
+
+
+def processes_per_run(trainer_cfg: DictConfig) -> int | None:
+    """``trainer.devices * trainer.num_nodes`` when ``devices`` is a count or a list; None for ``auto``."""
+    devices = trainer_cfg.get("devices", 1)
+    count = len(devices) if OmegaConf.is_list(devices) else devices if isinstance(devices, int) else None
+    return None if count is None or count < 0 else count * int(trainer_cfg.get("num_nodes", 1))
+
+
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse the launches that would split one run over several folders or re-run a sweep per rank.
+
+    Processes started one by one (each node, torchrun, srun) each resolve the default folder's
+    timestamp on their own, so they would write to different folders and ``resume=auto`` would find
+    different checkpoints on different ranks: they must be given the same ``hydra.run.dir``. In a
+    multirun (``-m``), Lightning's DDP launcher would start each child with ``-m`` again, so a job of
+    several processes needs ``hydra/launcher=slurm``, where SLURM starts the ranks. Lightning's own DDP
+    children and submitit's jobs get the folder of the process that started them.
+    """
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        processes = processes_per_run(cfg.trainer)
+        if processes is not None and processes > 1 and os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+            raise ValueError(
+                f"trainer.devices x trainer.num_nodes = {processes} processes in a multirun (-m): only "
+                "hydra/launcher=slurm starts several processes per job; use it, or trainer.devices=1 in a "
+                "local sweep, or run the multi-device job without -m"
+            )
+        return
+    if any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra):
+        return
+    num_nodes = int(cfg.trainer.get("num_nodes", 1))
+    reasons = {
+        f"trainer.num_nodes={num_nodes}": num_nodes > 1,
+        f"torchrun with WORLD_SIZE={os.environ.get('WORLD_SIZE')}": "TORCHELASTIC_RUN_ID" in os.environ
+        and int(os.environ.get("WORLD_SIZE", 1)) > 1,
+        f"srun with SLURM_NTASKS={os.environ.get('SLURM_NTASKS')}": int(os.environ.get("SLURM_NTASKS", 1)) > 1,
+    }
+    for reason, applies in reasons.items():
+        if applies:
+            raise ValueError(
+                f"{reason}: the processes of this run are started separately and would each pick their own "
+                "timestamped run folder; pass the same folder to all of them, e.g. "
+                "hydra.run.dir=logs/<name>/<data>/<date>, or launch with -m hydra/launcher=slurm"
+            )
 
 
 def run_info(cfg: DictConfig) -> dict[str, Any]:
@@ -77,14 +144,24 @@ def run_info(cfg: DictConfig) -> dict[str, Any]:
 def fit(cfg: DictConfig, info: dict[str, Any] | None = None) -> dict[str, float]:
     """One run: fit (and test), log hyperparameters with the final metrics, write ``metrics.json``.
 
-    ``info`` (method, data, overrides) names the run for ``zoo.compare``; by default it comes from
-    Hydra's runtime choices.
+    With ``train=false`` the weights of ``ckpt`` are validated (every validation callback and probe
+    runs once) and tested instead of trained. ``info`` (method, data, overrides) names the run for
+    ``zoo.compare``; by default it comes from Hydra's runtime choices.
     """
+    check_launch(cfg)
+    train = cfg.get("train", True)
+    if not train and not cfg.get("ckpt"):
+        raise ValueError("train=false evaluates a checkpoint: pass ckpt=<path to a .ckpt> (or drop train=false)")
+    if not train and not Path(cfg.ckpt).is_file():
+        raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such checkpoint file")
     built = build(cfg)
     trainer, method, datamodule = built.trainer, built.method, built.datamodule
     if trainer.is_global_zero:
         report.print_config(cfg)
-    trainer.fit(method, datamodule=datamodule, ckpt_path=resume_path(cfg.get("resume"), cfg.paths.output_dir))
+    if train:
+        trainer.fit(method, datamodule=datamodule, ckpt_path=resume_path(cfg.get("resume"), cfg.paths.output_dir))
+    else:
+        trainer.validate(method, datamodule=datamodule, ckpt_path=cfg.ckpt, verbose=False)
     metrics = final_metrics(trainer)
     if cfg.get("test", True):
         trainer.test(method, datamodule=datamodule, verbose=False)

@@ -1,0 +1,135 @@
+"""Training throughput of every method through the real Trainer, and Lightning's overhead on the default
+diffusion run against a hand-written PyTorch loop.
+
+    python -m bench.throughput                                   # CPU, fp32, a few steps
+    python -m bench.throughput --device cuda --precision bf16-mixed --steps 300 --warmup 20
+
+Throughput: each method's default run (its default net and data, EMA and the other training
+callbacks included; no validation, checkpoints or progress bar), samples/s over the timed steps.
+Overhead: the same method object and datamodule, trained alternately by Lightning (the Method base's
+training step: forward, finite-loss check, logging, backward, optimizer step, epoch bookkeeping; no
+callbacks or loggers) and by a plain loop doing the same forward, backward and optimizer step on the
+same batches, ``--rounds`` times interleaved (alternating which goes first). The ratio is taken of
+the median step times (medians over steps, then over rounds: robust to other processes' stalls); the
+ratio of mean step times, which also carries Lightning's once-per-epoch work, is printed too.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+import lightning as L
+
+from bench.common import (
+    Rate,
+    StepTimer,
+    arguments,
+    autocast,
+    available_methods,
+    bench_overrides,
+    compose_run,
+    environment,
+    fit_timed,
+    rate,
+    report,
+    synchronize,
+    to_device,
+)
+
+
+def lightning_block(method: L.LightningModule, datamodule: L.LightningDataModule, args) -> Rate:
+    """``warmup + steps`` training steps of ``method`` by a bare Lightning Trainer."""
+    timer = StepTimer(args.device)
+    trainer = L.Trainer(
+        accelerator=args.device,
+        devices=1,
+        precision=args.precision,
+        max_steps=args.warmup + args.steps,
+        max_epochs=-1,
+        callbacks=[timer],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(method, datamodule=datamodule)
+    return rate(timer.times, timer.sizes, args.warmup)
+
+
+def plain_block(method: L.LightningModule, datamodule: L.LightningDataModule, args) -> Rate:
+    """The same steps by hand: the loader's batches (epoch-seeded like Lightning's), ``method.losses``
+    under the same autocast, backward, optimizer step."""
+    method.to(args.device).train()
+    optimizer = method.optimizer_factory(params=method.learnable_params)
+    loader = datamodule.train_dataloader()
+    times, sizes, epoch = [], [], 0
+    while len(times) < args.warmup + args.steps:
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            batch = to_device(batch, args.device)
+            with autocast(args.device, args.precision):
+                loss = method.losses(batch)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            synchronize(args.device)
+            times.append(time.perf_counter())
+            sizes.append(int(batch["x"].shape[0]))
+            if len(times) == args.warmup + args.steps:
+                break
+        epoch += 1
+    return rate(times, sizes, args.warmup)
+
+
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0], steps=20, warmup=3)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved Lightning/plain rounds")
+    parser.add_argument("--methods", nargs="*", default=available_methods())
+    args = parser.parse_args()
+    print(environment(args.device))
+
+    rows, values = [], {}
+    for name in args.methods:
+        measured, built = fit_timed([f"method={name}"], args.device, args.precision, args.steps, args.warmup)
+        batch = built.datamodule.batch_size
+        rows.append([name, batch, measured.seconds_per_step * 1e3, measured.samples_per_s])
+        values[f"{name}_train_samples_per_s"] = measured.samples_per_s
+    if rows:
+        report(f"training throughput ({args.precision}, {args.steps} timed steps)",
+               ["method", "batch", "ms/step", "samples/s"], rows, values)
+
+    from zoo.train import build
+
+    with tempfile.TemporaryDirectory() as folder:
+        cfg = compose_run(["method=diffusion", *bench_overrides(args.device, args.precision, 1)], Path(folder))
+        built = build(cfg)
+    built.datamodule.setup("fit")
+    rows, lightning, plain = [], [], []
+    for round_index in range(args.rounds):
+        blocks = {"lightning": lightning_block, "plain": plain_block}
+        order = list(blocks) if round_index % 2 == 0 else list(reversed(blocks))
+        measured = {name: blocks[name](built.method, built.datamodule, args) for name in order}
+        lightning.append(measured["lightning"])
+        plain.append(measured["plain"])
+        rows.append([round_index, " then ".join(order), lightning[-1].median_step * 1e3, plain[-1].median_step * 1e3,
+                     lightning[-1].seconds_per_step * 1e3, plain[-1].seconds_per_step * 1e3])
+    median_ratio = median(r.median_step for r in lightning) / median(r.median_step for r in plain)
+    mean_ratio = median(r.seconds_per_step for r in lightning) / median(r.seconds_per_step for r in plain)
+    values = {
+        "lightning_step_ms": median(r.median_step for r in lightning) * 1e3,
+        "plain_step_ms": median(r.median_step for r in plain) * 1e3,
+        "lightning_overhead_ratio": median_ratio,
+        "lightning_overhead_mean_step_ratio": mean_ratio,
+    }
+    report("default diffusion step: Lightning vs a plain PyTorch loop (goal ratio <= 1.05)",
+           ["round", "order", "lightning median ms", "plain median ms", "lightning mean ms", "plain mean ms"],
+           rows, values)
+
+
+if __name__ == "__main__":
+    main()
