@@ -77,3 +77,10 @@ def test_misspelt_method_argument_is_one_clear_message(tmp_path: Path) -> None:
 def test_n_train_larger_than_the_data_fails_before_training(make_config) -> None:
     with pytest.raises(ValueError, match=r"n_train=5000 .* 1437 training samples"):
         fit(make_config("trainer=debug", "data.n_train=5000"))
+
+
+def test_image_net_on_vector_data_names_the_fix(make_config) -> None:
+    from zoo.train import build
+
+    with pytest.raises(ValueError, match=r"net=UNet does not fit data of shape \[2\] \(vectors\).*net=mlp"):
+        build(make_config("data=manifold", "method=diffusion", "net=unet"))

@@ -18,6 +18,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -61,7 +62,8 @@ def run(
         if missing:
             raise KeyError(f"study {name}: run {label} logged no {missing}; it logged {sorted(metrics)}")
         results[label] = {column: metrics[metric] for column, metric in columns.items()}
-    write_report(root, name, results, single=isinstance(report, str))
+    if rank_zero_only.rank == 0:
+        write_report(root, name, results, single=isinstance(report, str))
     return {f"{label}/{column}": value for label, row in results.items() for column, value in row.items()}
 
 

@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationKeyError
 
 from zoo import report
 
@@ -42,7 +43,7 @@ def build(cfg: DictConfig) -> Built:
         cfg.num_classes = datamodule.num_classes
     extra: dict[str, Any] = {}
     if cfg.get("net") is not None:
-        extra["net"] = instantiate(cfg.net)
+        extra["net"] = build_net(cfg)
     if cfg.get("encoder") is not None:
         extra["encoder"] = instantiate(cfg.encoder)
     method = instantiate(cfg.method, **extra)
@@ -53,6 +54,19 @@ def build(cfg: DictConfig) -> Built:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return Built(datamodule, method, trainer)
+
+
+def build_net(cfg: DictConfig) -> torch.nn.Module:
+    """The net, with a clear error when its config reads a geometry the data does not have."""
+    try:
+        return instantiate(cfg.net)
+    except InterpolationKeyError as error:
+        kind = "vectors" if len(cfg.shape) == 1 else "images"
+        hint = "net=mlp" if kind == "vectors" else "an image net (net=unet, net=dit, net=jit_vit)"
+        raise ValueError(
+            f"net={cfg.net._target_.rsplit('.', 1)[-1]} does not fit data of shape {list(cfg.shape)} ({kind}): "
+            f"{error.msg}; use {hint}"
+        ) from None
 
 
 def compile_net(method: L.LightningModule) -> None:
