@@ -84,3 +84,8 @@ def test_image_net_on_vector_data_names_the_fix(make_config) -> None:
 
     with pytest.raises(ValueError, match=r"net=UNet does not fit data of shape \[2\] \(vectors\).*net=mlp"):
         build(make_config("data=manifold", "method=diffusion", "net=unet"))
+
+
+def test_csv_logger_run_writes_metrics(make_config, tmp_path: Path) -> None:
+    metrics = fit(make_config("method=dae", "trainer=debug", "logger=csv", output_dir=tmp_path / "csv"))
+    assert "val/loss" in metrics and list((tmp_path / "csv").glob("metrics.csv"))

@@ -21,6 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError
 
@@ -41,12 +42,7 @@ def build(cfg: DictConfig) -> Built:
     with open_dict(cfg):
         cfg.shape = list(datamodule.shape)
         cfg.num_classes = datamodule.num_classes
-    extra: dict[str, Any] = {}
-    if cfg.get("net") is not None:
-        extra["net"] = build_net(cfg)
-    if cfg.get("encoder") is not None:
-        extra["encoder"] = instantiate(cfg.encoder)
-    method = instantiate(cfg.method, **extra)
+    method = build_method(cfg)
     method.run_config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("compile"):
         compile_net(method)
@@ -54,6 +50,16 @@ def build(cfg: DictConfig) -> Built:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return Built(datamodule, method, trainer)
+
+
+def build_method(cfg: DictConfig) -> L.LightningModule:
+    """The method with its net and frozen encoder, from a config whose ``shape`` is filled in."""
+    extra: dict[str, Any] = {}
+    if cfg.get("net") is not None:
+        extra["net"] = build_net(cfg)
+    if cfg.get("encoder") is not None:
+        extra["encoder"] = instantiate(cfg.encoder)
+    return instantiate(cfg.method, **extra)
 
 
 def build_net(cfg: DictConfig) -> torch.nn.Module:
@@ -205,7 +211,10 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) 
     """
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     for logger in trainer.loggers:
-        logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items() if math.isfinite(v)})
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items() if math.isfinite(v)})
+        else:
+            logger.log_hyperparams(params)
         logger.save()
 
 

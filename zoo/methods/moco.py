@@ -141,7 +141,7 @@ class MoCo(Method):
             )
         if variant == "v3" and projector_layers < 2:
             raise ValueError(
-                f"method.projector_layers={projector_layers}: MoCo v3's projector has 2 or 3 layers"
+                f"method.projector_layers={projector_layers}: MoCo v3's projector has at least 2 layers (paper: 2 or 3)"
             )
         if not hasattr(net, "num_features"):
             raise ValueError(
