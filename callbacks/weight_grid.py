@@ -49,6 +49,23 @@ def max_cosine_to_data(rows: Tensor, data: Tensor) -> Tensor:
     return (rows @ data.T).max(dim=1).values
 
 
+def pixel_mean(loader: DataLoader, dim: int) -> Tensor:
+    """Per-entry mean (float64, ``dim`` entries) of the loader's flattened ``x``, over every rank's batches."""
+    total = torch.zeros(dim, dtype=torch.float64)
+    count = 0
+    for _, batch in shard_batches(loader):
+        x, _ = batch_xy(batch)
+        if x[0].numel() != dim:
+            raise ValueError(
+                f"WeightGrid: weight rows have {dim} entries but data samples {tuple(x.shape[1:])} "
+                f"= {x[0].numel()}; pass the first layer acting on the flattened input"
+            )
+        total += x.double().flatten(1).sum(0)
+        count += len(x)
+    sums = gather_objects((total, count))
+    return sum(part for part, _ in sums) / sum(n for _, n in sums)
+
+
 def resolve_weight(module: L.LightningModule, weight: str | WeightFn) -> Tensor:
     """The weight ``units x input dim``: ``weight(module)`` or the (dotted) attribute ``weight`` of the module."""
     if callable(weight):
@@ -94,6 +111,11 @@ class WeightGrid(L.Callback):
     ``{prefix}/max_cos_<i>`` (``i = 0`` the largest norm) and their mean as ``{prefix}/max_cos_mean``.
     The similarity is maximised over each rank's share of the images and then over ranks, so it does
     not depend on the world size; values are logged with ``sync_dist=False``. Labels are not needed.
+
+    ``center=True`` compares the rows with the centred images ``x - mean`` instead, ``mean`` the
+    per-pixel mean of the probe train images: the view of a model that subtracts that mean before its
+    first layer (the zoo's DAE with ``center: true``), whose rows live in the centred space. Without
+    it a background shared by all images dominates every cosine.
     """
 
     def __init__(
@@ -105,6 +127,7 @@ class WeightGrid(L.Callback):
         grid_columns: int = 8,
         loaders: tuple[DataLoader, DataLoader] | None = None,
         prefix: str = "weights",
+        center: bool = False,
     ) -> None:
         super().__init__()
         if n_rows < 1 or top_k < 1:
@@ -116,6 +139,7 @@ class WeightGrid(L.Callback):
         self.grid_columns = grid_columns
         self.loaders = loaders
         self.prefix = prefix
+        self.center = center
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         weight = resolve_weight(pl_module, self.weight)
@@ -129,7 +153,8 @@ class WeightGrid(L.Callback):
         train_loader, _ = probe_loaders(trainer, self.loaders, "WeightGrid")
         weight = resolve_weight(pl_module, self.weight).cpu()
         order = top_norm_rows(weight, min(max(self.n_rows, self.top_k), weight.shape[0]))
-        similarity = self._max_cosine(weight[order[: self.top_k]], train_loader)
+        mean = pixel_mean(train_loader, weight.shape[1]) if self.center else None
+        similarity = self._max_cosine(weight[order[: self.top_k]], train_loader, mean)
         for i, value in enumerate(similarity.tolist()):
             pl_module.log(f"{self.prefix}/max_cos_{i}", value, sync_dist=False)
         pl_module.log(f"{self.prefix}/max_cos_mean", similarity.mean().item(), sync_dist=False)
@@ -143,8 +168,9 @@ class WeightGrid(L.Callback):
                     logger.experiment.add_image(f"{self.prefix}/rows", grid, trainer.global_step)
 
     @staticmethod
-    def _max_cosine(rows: Tensor, loader: DataLoader) -> Tensor:
-        """Each row's max cosine to the loader's images: over this rank's batches, then over ranks."""
+    def _max_cosine(rows: Tensor, loader: DataLoader, mean: Tensor | None = None) -> Tensor:
+        """Each row's max cosine to the loader's images (less ``mean``, if given): over this rank's
+        batches, then over ranks."""
         best = torch.full((len(rows),), -1.0, dtype=torch.float64)
         for _, batch in shard_batches(loader):
             x, _ = batch_xy(batch)
@@ -153,5 +179,6 @@ class WeightGrid(L.Callback):
                     f"WeightGrid: weight rows have {rows.shape[1]} entries but data samples {tuple(x.shape[1:])} "
                     f"= {x[0].numel()}; pass the first layer acting on the flattened input"
                 )
-            best = torch.maximum(best, max_cosine_to_data(rows, x))
+            flat = x.double().flatten(1)
+            best = torch.maximum(best, max_cosine_to_data(rows, flat if mean is None else flat - mean))
         return torch.stack(gather_objects(best)).max(dim=0).values

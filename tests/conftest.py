@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+
+# No test may reach a model hub: fail at once instead of retrying downloads.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Tiny nets on 2 cores: one thread is faster than two and keeps runs repeatable.
 torch.set_num_threads(1)

@@ -32,6 +32,8 @@ def test_option_composes_and_instantiates(group: str, option: str, make_config, 
     overrides = [f"{group}={option}"]
     if group == "data":
         overrides.append("method=dae")
+    if (group, option) == ("encoder", "timm"):
+        overrides.append("encoder.pretrained=false")
     if (group, option) == ("data", "image_folder"):
         overrides.append(f"data.root={write_image_folder(tmp_path / 'images')}")
     if group == "net":

@@ -49,10 +49,20 @@ def run(
     report: str | Mapping[str, str],
 ) -> dict[str, float]:
     """Fit every run of the study and write its table; returns ``{"<label>/<column>": value}``."""
+    columns = {"value": report} if isinstance(report, str) else dict(report)
+    results = fit_runs(cfg, name, runs, columns)
+    if rank_zero_only.rank == 0:
+        write_report(Path(cfg.paths.output_dir), name, results, single=isinstance(report, str))
+    return flatten_results(results)
+
+
+def fit_runs(
+    cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]], columns: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    """Fit every run into its subfolder; ``{label: {column: the run's final value of its metric}}``."""
     from zoo.train import fit
 
     root = Path(cfg.paths.output_dir)
-    columns = {"value": report} if isinstance(report, str) else dict(report)
     results: dict[str, dict[str, float]] = {}
     for label, overrides in runs.items():
         out = root / label.replace("/", "_")
@@ -62,8 +72,11 @@ def run(
         if missing:
             raise KeyError(f"study {name}: run {label} logged no {missing}; it logged {sorted(metrics)}")
         results[label] = {column: metrics[metric] for column, metric in columns.items()}
-    if rank_zero_only.rank == 0:
-        write_report(root, name, results, single=isinstance(report, str))
+    return results
+
+
+def flatten_results(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """``{"5": {"x": 0.1}}`` -> ``{"5/x": 0.1}``."""
     return {f"{label}/{column}": value for label, row in results.items() for column, value in row.items()}
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.diffusion import (
+    SAMPLERS,
     PredictAndPerturb,
     Schedule,
     classifier_free,
@@ -46,7 +47,9 @@ class Diffusion(Method):
     1 - t >= 0.05 is ``min_b=0.05`` on the linear flow).
     ``label_dropout`` replaces labels by the null class for classifier-free guidance when the net is
     class-conditional (``net.num_classes > 0``). ``sampler`` holds the defaults of ``sample``;
-    ``embed_t``/``embed_layer`` those of ``embed``.
+    ``embed_t``/``embed_layer`` those of ``embed``. Bad settings fail at construction, before training:
+    a loss undefined where the time sampler reaches (``validate``), a prediction the sampler cannot
+    turn into x̂ at an end of its grid, and any bad sampler option.
     """
 
     def __init__(
@@ -74,17 +77,74 @@ class Diffusion(Method):
         self.min_b, self.min_a = min_b, min_a
         self.num_classes = int(getattr(net, "num_classes", 0))
         self.label_dropout = label_dropout
-        self.sampler = {**SAMPLER_DEFAULTS, **(sampler or {})}
         self.embed_t, self.embed_layer = embed_t, embed_layer
         validate(prediction, loss_space, schedule, *time_sampler.support, min_b, min_a)
-        self._check_guidance(self.sampler["guidance"])
+        self._check_denoiser_on_the_grid()
+        self.sampler = self._sampler_options(sampler or {})
 
-    def _check_guidance(self, scale: float) -> None:
-        if scale != 1.0 and self.num_classes == 0:
+    def _check_denoiser_on_the_grid(self) -> None:
+        """Raise a ValueError if ``denoise`` is undefined where a sampler evaluates it.
+
+        Samplers call ``denoise`` from the grid's first time ``t_min`` (pure noise for the flow and the
+        cosine VP: a = 0) up to ``t_max``, which is skipped where b(t_max) = 0; the ends are where the
+        conversion of the prediction to x can divide by zero (eps or score: ``x = (z - b eps)/a``).
+        """
+        ends = [self.schedule.t_min]
+        if float(self.schedule.b(torch.tensor(self.schedule.t_max, dtype=torch.float64))) > 0:
+            ends.append(self.schedule.t_max)
+        one = torch.ones(1, dtype=torch.float64)
+        for t in ends:
+            times = torch.tensor([t], dtype=torch.float64)
+            x_hat = convert(one, self.prediction, "x", one, times, self.schedule, self.min_b, self.min_a)
+            if not torch.isfinite(x_hat).all():
+                raise ValueError(
+                    f"method.prediction={self.prediction!r} cannot be turned into a clean estimate at t={t}, "
+                    f"an end of the sampling grid on {type(self.schedule).__name__}: x = (z - b eps) / a with "
+                    "a = 0 (pure noise); set method.min_a > 0 (e.g. 0.05), start the grid later "
+                    "(method.schedule.t_min > 0), or predict 'x' or 'v'"
+                )
+
+    def _sampler_options(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """``SAMPLER_DEFAULTS`` updated by ``overrides``, checked so that a bad setting fails before
+        training (at construction) rather than at the first sampling."""
+        unknown = sorted(set(overrides) - set(SAMPLER_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown sampler option(s) {unknown}; valid: {', '.join(SAMPLER_DEFAULTS)}")
+        options = {**SAMPLER_DEFAULTS, **overrides}
+        name, eta, steps = options["name"], options["eta"], options["steps"]
+        if name not in SAMPLERS:
             raise ValueError(
-                f"method.sampler.guidance={scale} needs a class-conditional net, but the net is unconditional; "
-                "set net.num_classes=${num_classes} (or guidance 1.0)"
+                f"method.sampler.name={name!r} is not a sampler; choose one of {', '.join(SAMPLERS)}"
             )
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(
+                f"method.sampler.eta={eta} is outside [0, 1]; 0 is the probability-flow ODE (deterministic "
+                "DDIM), 1 the reverse SDE (ancestral sampling)"
+            )
+        if name in ("euler", "heun") and eta != 0.0:
+            raise ValueError(
+                f"method.sampler.eta={eta} needs a stochastic sampler ('sde' or 'ddim'), "
+                f"not method.sampler.name={name!r}"
+            )
+        if int(steps) < 1:
+            raise ValueError(f"method.sampler.steps={steps}: sampling needs at least one step")
+        lo, hi = options["interval"]
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(
+                f"method.sampler.interval={list(options['interval'])}: need 0 <= lo <= hi <= 1 (t = 1 is data)"
+            )
+        if options["guidance"] != 1.0 and self.num_classes == 0:
+            raise ValueError(
+                f"method.sampler.guidance={options['guidance']} needs a class-conditional net, but the net is "
+                "unconditional; set net.num_classes=${num_classes} (or guidance 1.0)"
+            )
+        try:
+            PredictAndPerturb(
+                self.schedule, options["refine_k"], options["refine_tau"], options["refine_fraction"]
+            )
+        except ValueError as error:
+            raise ValueError(f"method.sampler: {error}") from error
+        return options
 
     def labels(self, y: Tensor | None, n: int, drop: float = 0.0) -> Tensor | None:
         """Labels for the net: the null class (index ``num_classes``) where unlabeled or dropped."""
@@ -132,13 +192,13 @@ class Diffusion(Method):
     def sample(
         self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None, **overrides: Any
     ) -> Tensor:
-        """``n`` samples in [-1, 1]-scale data space; ``overrides`` change the sampler defaults.
+        """``n`` samples in [-1, 1]-scale data space; ``overrides`` change the sampler defaults
+        (the keys of ``SAMPLER_DEFAULTS``; any other key is an error).
 
         With a conditional net, ``y`` defaults to classes ``0..n-1 mod num_classes``; guidance > 1
         applies classifier-free guidance inside ``interval`` (t in (lo, hi)).
         """
-        options = {**self.sampler, **overrides}
-        self._check_guidance(options["guidance"])
+        options = self._sampler_options({**self.sampler, **overrides})
         if self.num_classes and y is None:
             y = torch.arange(n, device=self.device) % self.num_classes
         cond = self.labels(y, n)
