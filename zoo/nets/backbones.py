@@ -55,6 +55,9 @@ class ResNet(TimmResNet):
             stem_type="deep",
             stem_width=width // 2,
             channels=tuple(width * m for m in (1, 2, 4, 8)),
+            # Residual branches start live: with timm's zero-initialised last BN a fresh net would pass
+            # only its strided 1x1 shortcuts and see one pixel in four, a degenerate random baseline.
+            zero_init_last=False,
         )
         self.conv1 = nn.Conv2d(in_chans, width, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")

@@ -1,0 +1,1 @@
+"""Studies whose table needs more than ``zoo.study``: baselines scored beside the trained runs."""
