@@ -49,7 +49,7 @@ def test_jit_toy_runs_every_prediction_at_every_dimension(make_config) -> None:
         dim, prediction = label.split("/")
         sub = sub_run(cfg, overrides)
         assert (sub.data.kind, sub.data.ambient_dim) == ("spiral", int(dim))
-        method = method_of(sub, [int(dim)], 2)
+        method = method_of(sub, [int(dim)], 1)
         assert (method.prediction, method.loss_space) == (prediction, "v")
         assert (method.net.num_blocks + 1, method.net.hidden_layers[0].out_features) == (5, 256)
         assert (method.sampler["name"], method.sampler["steps"]) == ("euler", 50)
@@ -73,9 +73,16 @@ def test_jit_grid_runs_the_three_by_three_at_two_patch_sizes(make_config) -> Non
         check_clamp(method, prediction, min_b=0.05)
 
 
+UNIFORM_DISK_DISTANCE = 0.144
+"""Mean distance of uniform points in the unit disk to the 1-arm spiral: a model that learned nothing."""
+
+
 @pytest.mark.slow
 def test_reduced_jit_toy_keeps_x_prediction_and_loses_eps_and_v_at_high_dimension(make_config) -> None:
-    """JiT Fig. 2 at D in {2, 512} and 600 steps: all fine at D = 2, only x-prediction at D = 512."""
+    """JiT Fig. 2 at D in {2, 512} and 600 steps: all learn the spiral at D = 2, only x-prediction at D = 512.
+
+    Measured (1,000 samples): D = 2 x 0.053, eps 0.108, v 0.092; D = 512 x 0.074, eps 1007, v 21.9.
+    """
     cfg = make_config("experiment=jit_toy", "data.train_repeats=24", "callbacks.generative.n_samples=1000")
     with open_dict(cfg):
         for label in [label for label in cfg.study.runs if label.split("/")[0] not in ("2", "512")]:
@@ -83,6 +90,6 @@ def test_reduced_jit_toy_keeps_x_prediction_and_loses_eps_and_v_at_high_dimensio
     instantiate(cfg.study, _partial_=True)(cfg)
     table = json.loads((Path(cfg.paths.output_dir) / "jit_toy.json").read_text())
     low, high = table["2"], table["512"]
-    assert max(low.values()) < 0.2, table
-    assert high["x"] < 0.3, table
+    assert max(low.values()) < 0.9 * UNIFORM_DISK_DISTANCE, table
+    assert high["x"] < 0.15, table
     assert high["eps"] > 5 * high["x"] and high["v"] > 5 * high["x"], table

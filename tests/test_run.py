@@ -89,3 +89,14 @@ def test_image_net_on_vector_data_names_the_fix(make_config) -> None:
 def test_csv_logger_run_writes_metrics(make_config, tmp_path: Path) -> None:
     metrics = fit(make_config("method=dae", "trainer=debug", "logger=csv", output_dir=tmp_path / "csv"))
     assert "val/loss" in metrics and list((tmp_path / "csv").glob("metrics.csv"))
+
+
+def test_weight_averaging_runs_last_so_validation_callbacks_see_the_average(make_config) -> None:
+    from lightning.pytorch.callbacks import WeightAveraging
+
+    from zoo.train import build
+
+    callbacks = build(make_config("method=diffusion", "callbacks=generative")).trainer.callbacks
+    averaging = [i for i, c in enumerate(callbacks) if isinstance(c, WeightAveraging)]
+    others = [i for i, c in enumerate(callbacks) if type(c).__name__ in ("SampleGrid", "GenerativeMetrics")]
+    assert averaging and others and max(others) < min(averaging)

@@ -21,6 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError
@@ -47,6 +48,9 @@ def build(cfg: DictConfig) -> Built:
     if cfg.get("compile"):
         compile_net(method)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    # Weight averaging swaps its average in at validation start and out at validation end: it goes
+    # last, so every other callback's validation-end hook (samples, probes, metrics) sees the average.
+    callbacks.sort(key=lambda callback: isinstance(callback, WeightAveraging))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return Built(datamodule, method, trainer)
