@@ -19,11 +19,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
+
+from zoo.study import compose_as_run_py
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METHODS = ("dae", "diffusion", "jit", "moco")
@@ -47,17 +46,7 @@ def available_methods(names: Sequence[str] = METHODS) -> list[str]:
 
 def compose_run(overrides: Sequence[str], output_dir: Path) -> DictConfig:
     """The run config for ``overrides`` as ``run.py`` composes it, writing into ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[f"hydra.run.dir={output_dir}", f"paths.output_dir={output_dir}", *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
+    return compose_as_run_py(overrides, output_dir)
 
 
 def synchronize(device: str) -> None:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+
+from zoo.study import compose_as_run_py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -25,17 +24,7 @@ torch.set_num_threads(1)
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The composed run config for ``overrides``, with Hydra's runtime set as under ``run.py``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[f"hydra.run.dir={output_dir}", f"paths.output_dir={output_dir}", *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
+    return compose_as_run_py(overrides, output_dir)
 
 
 @pytest.fixture

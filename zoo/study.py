@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -32,6 +32,22 @@ def compose_run(overrides: Sequence[str]) -> DictConfig:
     else:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
+    return cfg
+
+
+def compose_as_run_py(overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    """The config ``run.py`` gets for ``overrides`` with its run folder at ``output_dir``, with Hydra's
+    runtime (``${hydra:...}``, choices, overrides) set as under ``run.py``: for tests and benchmarks."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[f"hydra.run.dir={output_dir}", f"paths.output_dir={output_dir}", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
     return cfg
 
 
