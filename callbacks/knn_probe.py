@@ -10,20 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import lightning as L
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from callbacks.features import (
-    EmbedFn,
-    check_every_n_epochs,
-    labeled,
-    probe_due,
-    probe_loaders,
-    probe_split_features,
-    require_embed,
-)
+from callbacks.features import EmbedFn, labeled
+from callbacks.frozen_probe import FrozenFeatureProbe
 
 
 def knn_accuracy(
@@ -60,12 +52,13 @@ def knn_accuracy(
     return correct / len(val_feats)
 
 
-class KNNProbe(L.Callback):
+class KNNProbe(FrozenFeatureProbe):
     """Logs ``{prefix}/knn_top1`` (``knn_accuracy`` on frozen ``embed`` features) at validation epoch end.
 
-    Same schedule, data, gathering and logging as ``LinearProbe``: every ``every_n_epochs`` epochs and
-    the last, on the probe loaders, identical on every rank and logged with ``sync_dist=False``.
+    Schedule, data, gathering and logging as in ``FrozenFeatureProbe``.
     """
+
+    metric = "knn_top1"
 
     def __init__(
         self,
@@ -78,30 +71,13 @@ class KNNProbe(L.Callback):
         prefix: str = "probe",
         seed: int | None = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(every_n_epochs, embed_kwargs, embed_fn, loaders, prefix, seed)
         if k < 1:
             raise ValueError(f"KNNProbe: k={k} must be >= 1")
         if temperature <= 0:
             raise ValueError(f"KNNProbe: temperature={temperature} must be positive")
         self.k = k
         self.temperature = temperature
-        self.every_n_epochs = check_every_n_epochs(every_n_epochs, "KNNProbe")
-        self.embed_kwargs = dict(embed_kwargs or {})
-        self.embed_fn = embed_fn
-        self.loaders = loaders
-        self.prefix = prefix
-        self.seed = seed
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        require_embed(pl_module, self.embed_fn, "KNNProbe")
-        probe_loaders(trainer, self.loaders, "KNNProbe")
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not probe_due(trainer, self.every_n_epochs):
-            return
-        loaders = probe_loaders(trainer, self.loaders, "KNNProbe")
-        train_feats, train_y, val_feats, val_y = probe_split_features(
-            pl_module, loaders, "KNNProbe", self.embed_fn, self.embed_kwargs, self.seed
-        )
-        accuracy = knn_accuracy(train_feats, train_y, val_feats, val_y, k=self.k, temperature=self.temperature)
-        pl_module.log(f"{self.prefix}/knn_top1", accuracy, sync_dist=False)
+    def score(self, train_feats: Tensor, train_y: Tensor, val_feats: Tensor, val_y: Tensor) -> float:
+        return knn_accuracy(train_feats, train_y, val_feats, val_y, k=self.k, temperature=self.temperature)

@@ -12,21 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from callbacks.features import (
-    EmbedFn,
-    check_every_n_epochs,
-    labeled,
-    probe_due,
-    probe_loaders,
-    probe_split_features,
-    require_embed,
-)
+from callbacks.features import EmbedFn, labeled
+from callbacks.frozen_probe import FrozenFeatureProbe
 
 
 def standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
@@ -98,15 +90,13 @@ def linear_probe_accuracy(
     return (val_z @ weight + bias).argmax(1).eq(val_y.cpu()).double().mean().item()
 
 
-class LinearProbe(L.Callback):
-    """Logs ``{prefix}/linear_top1``: a linear probe of frozen ``embed`` features, at validation epoch end.
+class LinearProbe(FrozenFeatureProbe):
+    """Logs ``{prefix}/linear_top1``: ``linear_probe_accuracy`` of frozen ``embed`` features.
 
-    Every ``every_n_epochs`` epochs (and at the last epoch) features of the probe train and val splits
-    (the datamodule's ``probe_dataloaders()`` or ``loaders``) are extracted through ``embed(x,
-    **embed_kwargs)`` or ``embed_fn``, gathered across ranks, and ``linear_probe_accuracy`` is
-    computed identically on every rank; the value is logged with ``sync_dist=False`` from every rank.
-    ``seed`` fixes torch's RNG per batch during extraction (for modules whose ``embed`` draws noise).
+    Schedule, data, gathering and logging as in ``FrozenFeatureProbe``.
     """
+
+    metric = "linear_top1"
 
     def __init__(
         self,
@@ -119,28 +109,11 @@ class LinearProbe(L.Callback):
         prefix: str = "probe",
         seed: int | None = 0,
     ) -> None:
-        super().__init__()
-        self.every_n_epochs = check_every_n_epochs(every_n_epochs, "LinearProbe")
-        self.embed_kwargs = dict(embed_kwargs or {})
-        self.embed_fn = embed_fn
-        self.loaders = loaders
+        super().__init__(every_n_epochs, embed_kwargs, embed_fn, loaders, prefix, seed)
         self.weight_decay = weight_decay
         self.max_iter = max_iter
-        self.prefix = prefix
-        self.seed = seed
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        require_embed(pl_module, self.embed_fn, "LinearProbe")
-        probe_loaders(trainer, self.loaders, "LinearProbe")
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not probe_due(trainer, self.every_n_epochs):
-            return
-        loaders = probe_loaders(trainer, self.loaders, "LinearProbe")
-        train_feats, train_y, val_feats, val_y = probe_split_features(
-            pl_module, loaders, "LinearProbe", self.embed_fn, self.embed_kwargs, self.seed
-        )
-        accuracy = linear_probe_accuracy(
+    def score(self, train_feats: Tensor, train_y: Tensor, val_feats: Tensor, val_y: Tensor) -> float:
+        return linear_probe_accuracy(
             train_feats, train_y, val_feats, val_y, weight_decay=self.weight_decay, max_iter=self.max_iter
         )
-        pl_module.log(f"{self.prefix}/linear_top1", accuracy, sync_dist=False)
