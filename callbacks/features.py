@@ -261,8 +261,9 @@ def labeled(features: Tensor, labels: Tensor, split: str, owner: str) -> tuple[T
     return features[keep], labels[keep]
 
 
-def probe_due(trainer: L.Trainer, every_n_epochs: int) -> bool:
-    """Whether a probe runs at this validation epoch end: every ``every_n_epochs``-th and the last epoch.
+def probe_due(trainer: L.Trainer, every_n_epochs: int | None) -> bool:
+    """Whether a probe runs at this validation epoch end: every ``every_n_epochs``-th and the last epoch
+    (``None``: the last epoch only, and ``trainer.validate``).
 
     Never during the sanity check. ``trainer.validate`` runs at the current epoch's count.
     """
@@ -270,11 +271,15 @@ def probe_due(trainer: L.Trainer, every_n_epochs: int) -> bool:
         return False
     epoch = trainer.current_epoch + 1
     last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch == trainer.max_epochs
+    if every_n_epochs is None:
+        return last or trainer.state.fn == "validate"
     return epoch % every_n_epochs == 0 or last
 
 
-def check_every_n_epochs(every_n_epochs: int, owner: str) -> int:
-    """``every_n_epochs`` as a positive int, or a ValueError naming the setting."""
+def check_every_n_epochs(every_n_epochs: int | None, owner: str) -> int | None:
+    """``every_n_epochs`` as a positive int (or None: the last epoch only), or a ValueError naming the setting."""
+    if every_n_epochs is None:
+        return None
     if int(every_n_epochs) < 1:
         raise ValueError(f"{owner}: every_n_epochs={every_n_epochs} must be >= 1")
     return int(every_n_epochs)

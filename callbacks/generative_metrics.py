@@ -1,20 +1,31 @@
-"""Generative metrics of a module that ``sample``s, computed from one batch of samples per evaluation.
+"""Generative metrics of a module that ``sample``s, computed from one set of samples per evaluation.
 
-Fréchet distance and KID go through torchmetrics, on features of a net the config passes in
-(``feature_net``: any module mapping a batch in [-1, 1] to ``B, F``) or, for images without one,
-torchmetrics' Inception when torch-fidelity and its weights are already on disk. k-NN precision and
-recall use the same features (raw vectors for vector data without a feature net); the memorization
-ratio compares samples with the training set in the data space; the manifold distance averages a
-distance function the datamodule or the user provides.
+Metric names say the feature space they are computed in: ``gen/fd_<space>`` (Fréchet distance),
+``gen/kid_<space>``, ``gen/precision_<space>`` and ``gen/recall_<space>``, where ``<space>`` is the
+feature net's ``name`` (``classifier`` for the dataset's ``ReferenceNet``, ``pixels`` for
+``PixelFeatures``, ``features`` for a net without a ``name``), ``inception`` for torchmetrics'
+Inception (used for images without a feature net, and only when torch-fidelity and its weights are
+already on disk) and ``vectors`` for raw vectors. Only Inception's Fréchet distance is FID, logged as
+``gen/fd_inception``; no figure is called ``gen/fid``.
 
-Under DDP each rank draws ``ceil(n_samples / world_size)`` samples under ``seed + rank``; they are
-gathered and cut to ``n_samples``, and every rank computes the metrics on the same gathered set, so
-the numbers do not depend on the world size beyond which seeds drew the samples.
+Every Fréchet distance comes with what is needed to rank runs by it (``callbacks/frechet_distance.py``):
+``_n`` (the sample count), ``_lo``/``_hi`` (a seeded bootstrap interval over the generated features)
+and ``_floor`` (the distance of held-out real images to the same reference set, at the same sample
+count: what a perfect generator would reach). ``gen/class_acc`` is the reference classifier's accuracy
+on class-conditional samples against the labels asked for; ``gen/memorization`` compares samples with
+the training set in the data space, ``gen/manifold_distance`` averages a distance function the
+datamodule or the user provides.
+
+Samples are drawn in chunks of ``batch_size``, chunk ``c`` under ``seed + c`` by rank ``c mod world``
+(and, for a class-conditional module, with labels ``c·batch_size + i mod num_classes``); they are
+gathered in chunk order, and every rank computes the metrics on the same set, so the numbers do not
+depend on the world size.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,22 +34,39 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from callbacks.features import check_every_n_epochs, gather_objects, probe_due
+from callbacks.frechet_distance import (
+    GaussianStats,
+    check_feature_pair,
+    frechet_distance,
+    frechet_distance_of_stats,
+    frechet_floor,
+    frechet_interval,
+    gaussian_stats,
+)
 from callbacks.memorization import MEMORIZATION_THRESHOLD, memorization_ratio
 from callbacks.precision_recall import precision_recall
-from callbacks.protocols import ProbeData, Samples
+from callbacks.protocols import FitsToData, ProbeData, Samples
 
-METRICS = ("fid", "kid", "precision_recall", "memorization", "manifold_distance")
-"""Every metric ``GenerativeMetrics`` can compute."""
+__all__ = ["GenerativeMetrics", "PixelFeatures", "frechet_distance", "kernel_distance"]
 
-DEFAULT_METRICS = ("fid", "kid", "precision_recall", "memorization")
+METRICS = ("fid", "kid", "precision_recall", "class_acc", "memorization", "manifold_distance")
+"""Every metric ``GenerativeMetrics`` can compute (``fid`` selects the Fréchet distance in any feature space)."""
+
+DEFAULT_METRICS = ("fid", "kid", "precision_recall", "class_acc", "memorization")
 """The default selection; ``manifold_distance`` needs a distance function and is asked for explicitly."""
+
+FEATURE_METRICS = ("fid", "kid", "precision_recall", "class_acc")
+"""The metrics that use the feature net (``class_acc`` its ``logits``)."""
+
+MIN_FLOOR_ROWS = 8
+"""The fewest held-out rows from which a floor is estimated; with fewer, none is logged."""
 
 INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 """torch-fidelity's Inception file, looked up (never downloaded) in ``torch.hub.get_dir()/checkpoints``."""
@@ -62,21 +90,13 @@ class FeatureRows(nn.Module):
         return features
 
 
-def frechet_distance(real: Tensor, fake: Tensor) -> Tensor:
-    """Fréchet distance between Gaussians fitted to two feature sets ``N, F`` (FID without the Inception).
+class PixelFeatures(nn.Module):
+    """Images as their pixels ``B, C·H·W``, clipped to [-1, 1] as a saved image is: the space ``pixels``."""
 
-    Heusel, Ramsauer, Unterthiner, Nessler, Hochreiter, "GANs Trained by a Two Time-Scale Update Rule
-    Converge to a Local Nash Equilibrium", NeurIPS 2017: ``|m_r - m_f|² + Tr(C_r + C_f - 2 (C_r C_f)^½)``,
-    computed by torchmetrics' ``FrechetInceptionDistance`` in float64.
-    """
-    _check_features(real, fake, "frechet_distance")
-    metric = FrechetInceptionDistance(
-        feature=FeatureRows(real.shape[1]), normalize=True, sync_on_compute=False
-    )
-    metric = metric.to(real.device)
-    metric.update(real, real=True)
-    metric.update(fake.to(real.device), real=False)
-    return metric.compute()
+    name = "pixels"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.clamp(-1, 1).flatten(1)
 
 
 def kernel_distance(
@@ -90,7 +110,7 @@ def kernel_distance(
     subset then holds a whole set and the std is 0); the subsets are drawn from torch's global
     generator (seed it for a reproducible value).
     """
-    _check_features(real, fake, "kernel_distance")
+    check_feature_pair(real, fake, "kernel_distance")
     size = min(subset_size, len(real), len(fake))
     if size < 2:
         raise ValueError(
@@ -121,40 +141,65 @@ def inception_missing() -> str | None:
     return None
 
 
+def conditional_classes(module: Samples, sample_kwargs: Mapping[str, Any]) -> int:
+    """``module.num_classes`` when it samples class-conditionally (its ``sample`` takes ``y=`` and the
+    user's ``sample_kwargs`` do not set it), else 0."""
+    num_classes = int(getattr(module, "num_classes", 0) or 0)
+    if num_classes <= 0 or "y" in sample_kwargs:
+        return 0
+    return num_classes if "y" in inspect.signature(module.sample).parameters else 0
+
+
 class GenerativeMetrics(Callback):
-    """Fréchet distance, KID, k-NN precision/recall, memorization ratio and manifold distance of samples.
+    """Fréchet distance, KID, k-NN precision/recall, class accuracy, memorization ratio and manifold distance.
 
     At every ``every_n_epochs``-th validation epoch end (and the last), ``n_samples`` samples are drawn
     with ``pl_module.sample(k, **sample_kwargs)`` in chunks of ``batch_size`` and the ``metrics`` asked
-    for are logged: ``gen/fid``, ``gen/kid_mean``, ``gen/kid_std``, ``gen/precision``, ``gen/recall``
-    (``k`` nearest neighbours), ``gen/memorization`` (``d1/d2 < memorization_threshold`` against the
-    training set) and ``gen/manifold_distance``.
+    for are logged (names in the module docstring): ``fid`` gives ``gen/fd_<space>`` with ``_n``, ``_lo``,
+    ``_hi`` (the ``interval`` bootstrap interval from ``n_bootstrap`` resamples, each an ``F×F``
+    eigendecomposition: lower it for Inception's F = 2048; none when 0) and
+    ``_floor``; ``kid`` gives ``gen/kid_<space>`` and ``gen/kid_<space>_std``; ``precision_recall`` gives
+    ``gen/precision_<space>`` and ``gen/recall_<space>`` (``k`` nearest neighbours); ``class_acc`` gives
+    ``gen/class_acc`` when the module samples class-conditionally and the feature net has ``logits``
+    (skipped otherwise); ``memorization`` gives ``gen/memorization`` (``d1/d2 < memorization_threshold``
+    against the training set); ``manifold_distance`` gives ``gen/manifold_distance``.
+
+    Features: ``feature_net``, any module mapping a batch in [-1, 1] to ``B, F``; one with ``fit_to``
+    (the ``FitsToData`` protocol, e.g. ``callbacks.reference_net.ReferenceNet``) is fitted to the
+    datamodule in ``setup``, caching its weights in ``cache_dir``. Without one: Inception for images
+    (when on disk), raw vectors for precision/recall on vector data.
 
     Data: ``real_data`` (a loader or a tensor of ``x``; default the datamodule's probe ``real_split``
-    loader, first ``n_real`` examples, default ``n_samples``) for FID, KID and precision/recall;
-    ``train_data`` (default the probe train loader, all of it) for memorization. ``distance_fn``
-    (``x -> Tensor[B]``; default ``trainer.datamodule.distance_to_manifold``) for the manifold distance.
-    Real features are computed once and kept: the feature net is frozen and the data do not change.
+    loader, first ``n_real`` examples, default ``n_samples``) is the reference set of FD, KID and
+    precision/recall; ``held_out_data`` (default the other probe split, plus the datamodule's test
+    loader when it has one) gives the floor; ``train_data`` (default the probe train loader, all of
+    it) is the memorization reference. ``distance_fn`` (``x -> Tensor[B]``; default
+    ``trainer.datamodule.distance_to_manifold``) gives the manifold distance. Real features, their
+    Gaussian and the floor are computed once and kept: the feature net is frozen and the data do not change.
     """
 
     def __init__(
         self,
-        n_samples: int = 1000,
-        every_n_epochs: int = 1,
+        n_samples: int = 5000,
+        every_n_epochs: int | None = 1,
         metrics: Sequence[str] = DEFAULT_METRICS,
         feature_net: nn.Module | None = None,
+        cache_dir: str | Path | None = None,
         sample_kwargs: Mapping[str, Any] | None = None,
         seed: int = 0,
         batch_size: int = 256,
         real_split: str = "train",
         real_data: Data | None = None,
         n_real: int | None = None,
+        held_out_data: Data | None = None,
         train_data: Data | None = None,
         distance_fn: DistanceFn | None = None,
         k: int = 3,
         memorization_threshold: float = MEMORIZATION_THRESHOLD,
         kid_subset_size: int = 1000,
         kid_subsets: int = 100,
+        n_bootstrap: int = 100,
+        interval: float = 0.9,
     ) -> None:
         self.metrics = tuple(metrics)
         unknown = [m for m in self.metrics if m not in METRICS]
@@ -172,24 +217,36 @@ class GenerativeMetrics(Callback):
             raise ValueError(
                 f"GenerativeMetrics: memorization_threshold={memorization_threshold} must be in (0, 1]"
             )
+        if int(n_bootstrap) == 1 or int(n_bootstrap) < 0 or not 0 < interval < 1:
+            raise ValueError(
+                f"GenerativeMetrics: n_bootstrap={n_bootstrap} must be 0 (no interval) or >= 2, "
+                f"and interval={interval} in (0, 1)"
+            )
         self.n_samples = int(n_samples)
         self.every_n_epochs = check_every_n_epochs(every_n_epochs, "GenerativeMetrics")
         self.feature_net = feature_net
+        self.cache_dir = cache_dir
         self.sample_kwargs = dict(sample_kwargs or {})
         self.seed = seed
         self.batch_size = int(batch_size)
         self.real_split = real_split
         self.real_data = real_data
         self.n_real = int(n_real or n_samples)
+        self.held_out_data = held_out_data
         self.train_data = train_data
         self.distance_fn = distance_fn
         self.k = int(k)
         self.memorization_threshold = memorization_threshold
         self.kid_subset_size = int(kid_subset_size)
         self.kid_subsets = int(kid_subsets)
+        self.n_bootstrap = int(n_bootstrap)
+        self.interval = float(interval)
         self._features: nn.Module | None = None
+        self._space = "vectors"
         self._resolved = False
         self._real_features: Tensor | None = None
+        self._real_stats: GaussianStats | None = None
+        self._floor: dict[int, float | None] = {}
         self._device = torch.device("cpu")
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -213,7 +270,7 @@ class GenerativeMetrics(Callback):
             self._distance(trainer)
         shape = getattr(trainer.datamodule, "shape", None)
         if shape is not None:
-            self._resolve_features(images=len(shape) == 3)
+            self._resolve_features(trainer, images=len(shape) == 3)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not probe_due(trainer, self.every_n_epochs):
@@ -222,22 +279,25 @@ class GenerativeMetrics(Callback):
         pl_module.log_dict({f"gen/{name}": value for name, value in values.items()}, sync_dist=True)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        """The selected metrics of ``n_samples`` fresh samples, by name (``fid``, ``kid_mean``, ...)."""
+        """The selected metrics of ``n_samples`` fresh samples, by name (``fd_classifier``, ...)."""
         values: dict[str, float] = {}
         with isolate_rng(), torch.no_grad():
-            samples = self._samples(trainer, pl_module)
+            samples, labels = self._samples(trainer, pl_module)
             torch.manual_seed(self.seed)
-            self._resolve_features(images=samples.ndim == 4)
+            self._resolve_features(trainer, images=samples.ndim == 4)
+            space = self._space
             if any(m in self.metrics for m in ("fid", "kid", "precision_recall")):
                 real, fake = self._real(trainer), self._embed(samples)
                 if "fid" in self.metrics:
-                    values["fid"] = frechet_distance(real, fake).item()
+                    values.update(self._frechet(trainer, fake))
                 if "kid" in self.metrics:
                     mean, std = kernel_distance(real, fake, self.kid_subset_size, self.kid_subsets)
-                    values["kid_mean"], values["kid_std"] = mean.item(), std.item()
+                    values[f"kid_{space}"], values[f"kid_{space}_std"] = mean.item(), std.item()
                 if "precision_recall" in self.metrics:
                     precision, recall = precision_recall(real, fake, self.k)
-                    values["precision"], values["recall"] = precision.item(), recall.item()
+                    values[f"precision_{space}"], values[f"recall_{space}"] = precision.item(), recall.item()
+            if "class_acc" in self.metrics and labels is not None and self._classifier() is not None:
+                values["class_acc"] = self._class_accuracy(samples, labels)
             if "memorization" in self.metrics:
                 source = self.train_data if self.train_data is not None else _probe_loader(trainer, "train")
                 train = _x_batches(source, self.batch_size)
@@ -254,33 +314,50 @@ class GenerativeMetrics(Callback):
                 values["manifold_distance"] = distances.float().mean().item()
         return values
 
-    def _samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor:
-        """``n_samples`` samples in chunks of ``batch_size``, chunk ``c`` drawn under ``seed + c`` by rank
-        ``c mod world``: the same samples at any world size."""
+    def _samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[Tensor, Tensor | None]:
+        """``n_samples`` samples (and their requested labels, for a class-conditional module) in chunks of
+        ``batch_size``, chunk ``c`` drawn under ``seed + c`` by rank ``c mod world``: the same at any world size."""
         sizes = [min(self.batch_size, self.n_samples - start) for start in range(0, self.n_samples, self.batch_size)]
+        num_classes = conditional_classes(pl_module, self.sample_kwargs)
         local = {}
         for c in range(trainer.global_rank, len(sizes), trainer.world_size):
             torch.manual_seed(self.seed + c)
-            chunk = pl_module.sample(sizes[c], **self.sample_kwargs)
+            kwargs = dict(self.sample_kwargs)
+            labels = None
+            if num_classes:
+                labels = (torch.arange(sizes[c]) + c * self.batch_size) % num_classes
+                kwargs["y"] = labels.to(getattr(pl_module, "device", "cpu"))
+            chunk = pl_module.sample(sizes[c], **kwargs)
             if len(chunk) != sizes[c]:
                 raise ValueError(f"{type(pl_module).__name__}.sample({sizes[c]}) returned {len(chunk)} samples")
-            local[c] = chunk.float().cpu()
-        gathered = {c: chunk for shard in gather_objects(local) for c, chunk in shard.items()}
-        return torch.cat([gathered[c] for c in range(len(sizes))]).to(self._device)
+            local[c] = (chunk.float().cpu(), labels)
+        gathered = {c: pair for shard in gather_objects(local) for c, pair in shard.items()}
+        samples = torch.cat([gathered[c][0] for c in range(len(sizes))]).to(self._device)
+        labels = torch.cat([gathered[c][1] for c in range(len(sizes))]).to(self._device) if num_classes else None
+        return samples, labels
 
-    def _resolve_features(self, images: bool) -> None:
+    def _resolve_features(self, trainer: L.Trainer, images: bool) -> None:
         if self._resolved:
             return
         if self.feature_net is not None:
+            if isinstance(self.feature_net, FitsToData) and any(m in self.metrics for m in FEATURE_METRICS):
+                if not isinstance(trainer.datamodule, ProbeData):
+                    raise ValueError(
+                        f"GenerativeMetrics: the feature net {type(self.feature_net).__name__} is fitted to the "
+                        f"data, but the datamodule ({type(trainer.datamodule).__name__}) has no "
+                        "probe_dataloaders(); fit it yourself before passing it, or pass another feature_net"
+                    )
+                self.feature_net.fit_to(trainer.datamodule, device=self._device, cache_dir=self.cache_dir)
             self._features = _FrozenFeatures(self.feature_net).to(self._device)
+            self._space = str(getattr(self.feature_net, "name", "features"))
         else:
             distances = [m for m in self.metrics if m in ("fid", "kid")]
             in_features = [m for m in self.metrics if m in ("fid", "kid", "precision_recall")]
             if not images and distances:
                 raise ValueError(
                     f"GenerativeMetrics: {distances} on vector data need a feature net; pass feature_net=... "
-                    "(callbacks.generative.feature_net=..., a module mapping B,D to B,F) "
-                    "or drop them from metrics"
+                    "(callbacks.generative.feature_net=..., a module mapping B,D to B,F; "
+                    "callbacks.reference_net.ReferenceNet uses the vectors themselves) or drop them from metrics"
                 )
             if images and in_features:
                 missing = inception_missing()
@@ -288,10 +365,12 @@ class GenerativeMetrics(Callback):
                     raise ValueError(
                         f"GenerativeMetrics: {in_features} on images need a feature net, and "
                         f"torchmetrics' Inception cannot be used offline ({missing}); pass feature_net=... "
-                        "(callbacks.generative.feature_net=..., a module mapping B,C,H,W in "
+                        "(callbacks.generative.feature_net=..., e.g. {_target_: "
+                        "callbacks.reference_net.ReferenceNet}, or any module mapping B,C,H,W in "
                         "[-1, 1] to B,F)"
                     )
                 self._features = _InceptionFeatures().to(self._device)
+                self._space = "inception"
         self._resolved = True
 
     def _embed(self, x: Tensor) -> Tensor:
@@ -302,14 +381,73 @@ class GenerativeMetrics(Callback):
     def _real(self, trainer: L.Trainer) -> Tensor:
         if self._real_features is None:
             source = self.real_data if self.real_data is not None else _probe_loader(trainer, self.real_split)
-            rows, count = [], 0
-            for x in _x_batches(source, self.batch_size):
-                rows.append(self._embed(x[: self.n_real - count].to(self._device)))
-                count += len(rows[-1])
-                if count >= self.n_real:
-                    break
-            self._real_features = torch.cat(rows)
+            self._real_features = self._embed_source(source, self.n_real)
         return self._real_features
+
+    def _embed_source(self, source: Data, limit: int | None = None) -> Tensor:
+        """Features of the first ``limit`` (all when None) examples of a loader or tensor of ``x``."""
+        rows, count = [], 0
+        for x in _x_batches(source, self.batch_size):
+            rows.append(self._embed(x[: None if limit is None else limit - count].to(self._device)))
+            count += len(rows[-1])
+            if limit is not None and count >= limit:
+                break
+        return torch.cat(rows)
+
+    def _frechet(self, trainer: L.Trainer, fake: Tensor) -> dict[str, float]:
+        """``fd_<space>`` with its ``_n``, ``_lo``/``_hi`` (when ``n_bootstrap``) and ``_floor`` (when held-out data)."""
+        if self._real_stats is None:
+            self._real_stats = gaussian_stats(self._real(trainer))
+        name = f"fd_{self._space}"
+        values = {
+            name: frechet_distance_of_stats(self._real_stats, gaussian_stats(fake)).item(),
+            f"{name}_n": float(len(fake)),
+        }
+        if self.n_bootstrap:
+            lo, hi = frechet_interval(self._real_stats, fake, self.n_bootstrap, self.interval, self.seed)
+            values[f"{name}_lo"], values[f"{name}_hi"] = lo.item(), hi.item()
+        if len(fake) not in self._floor:
+            held_out = self._held_out(trainer)
+            self._floor[len(fake)] = (
+                None
+                if held_out is None or len(held_out) < MIN_FLOOR_ROWS
+                else frechet_floor(self._real_stats, held_out, len(fake), self.seed).item()
+            )
+        if self._floor[len(fake)] is not None:
+            values[f"{name}_floor"] = self._floor[len(fake)]
+        return values
+
+    def _held_out(self, trainer: L.Trainer) -> Tensor | None:
+        """Features of the held-out real images: ``held_out_data``, else the probe split that is not the
+        reference (plus the datamodule's test split when it has one); None without either."""
+        if self.held_out_data is not None:
+            return self._embed_source(self.held_out_data)
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, ProbeData):
+            return None
+        train, val = datamodule.probe_dataloaders()
+        sources = [val if self.real_split == "train" else train]
+        if is_overridden("test_dataloader", datamodule, L.LightningDataModule):
+            sources.append(datamodule.test_dataloader())
+        return torch.cat([self._embed_source(source) for source in sources])
+
+    def _classifier(self) -> nn.Module | None:
+        """The feature net when it classifies (``logits`` and ``num_classes > 0``), else None."""
+        net = self.feature_net
+        if net is None or not callable(getattr(net, "logits", None)) or int(getattr(net, "num_classes", 0)) <= 0:
+            return None
+        return net
+
+    def _class_accuracy(self, samples: Tensor, labels: Tensor) -> float:
+        """Share of samples the reference classifier assigns to the class they were drawn for."""
+        net = self._classifier()
+        if int(labels.max()) >= net.num_classes:
+            raise ValueError(
+                f"GenerativeMetrics: class_acc: the module samples {int(labels.max()) + 1} classes but the "
+                f"feature net classifies {net.num_classes}; train both on the same labels or drop class_acc"
+            )
+        logits = torch.cat([net.logits(chunk) for chunk in samples.split(self.batch_size)])
+        return (logits.argmax(1) == labels).float().mean().item()
 
     def _distance(self, trainer: L.Trainer) -> DistanceFn:
         if self.distance_fn is not None:
@@ -378,10 +516,3 @@ def _x_batches(source: Data | Iterable, batch_size: int) -> Iterator[Tensor]:
                 f"got {type(batch).__name__}"
             )
 
-
-def _check_features(real: Tensor, fake: Tensor, owner: str) -> None:
-    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(
-            f"{owner} needs two feature matrices N,F of the same width, "
-            f"got {tuple(real.shape)} and {tuple(fake.shape)}"
-        )

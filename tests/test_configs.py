@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import CONF
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import WeightAveraging
 
 from zoo.train import build
 
@@ -37,7 +38,8 @@ def test_option_composes_and_instantiates(group: str, option: str, make_config, 
     if (group, option) == ("data", "image_folder"):
         overrides.append(f"data.root={write_image_folder(tmp_path / 'images')}")
     if group == "net":
-        overrides += ["method=diffusion", *(["data=manifold"] if option == "mlp" else ["data.image_size=16"])]
+        method = "moco" if option in ("resnet", "vit") else "diffusion"
+        overrides += [f"method={method}", *(["data=manifold"] if option == "mlp" else ["data.image_size=16"])]
     cfg = make_config(*overrides)
     if group == "encoder":
         cfg.shape, cfg.num_classes = list(instantiate(cfg.data).shape), 10
@@ -46,7 +48,7 @@ def test_option_composes_and_instantiates(group: str, option: str, make_config, 
     built = build(cfg)
     assert built.method is not None and built.trainer is not None
     if group == "net":
-        assert built.method.net is not None
+        assert (built.method.backbone if method == "moco" else built.method.net) is not None
 
 
 def write_image_folder(root: Path) -> Path:
@@ -63,3 +65,17 @@ def write_image_folder(root: Path) -> Path:
 def test_every_group_has_options() -> None:
     for group in GROUPS:
         assert options(group), f"conf/{group}/ is empty"
+
+
+@pytest.mark.parametrize("method", ["diffusion", "jit", "moco", "dae"])
+def test_callbacks_none_means_no_callback(method: str, make_config) -> None:
+    cfg = make_config(f"method={method}", "callbacks=none")
+    assert not cfg.callbacks
+    trainer = build(cfg).trainer
+    configured = [c for c in trainer.callbacks if type(c).__module__.startswith("callbacks.") or isinstance(c, WeightAveraging)]
+    assert configured == []
+
+
+def test_a_methods_own_callback_is_dropped_by_name(make_config) -> None:
+    assert {"ema", "samples"} <= set(make_config("method=diffusion").callbacks)
+    assert "ema" not in make_config("method=diffusion", "~callbacks.ema").callbacks

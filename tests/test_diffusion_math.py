@@ -12,6 +12,8 @@ import math
 
 import pytest
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
 from zoo.diffusion import (
     EDM,
@@ -34,8 +36,6 @@ from zoo.diffusion import (
     denoising_loss,
     euler,
     heun,
-    make_schedule,
-    make_time_sampler,
     reward_guided,
     sample,
     sde,
@@ -173,8 +173,8 @@ def test_grid_prior_and_noise():
 
 
 def test_schedule_bad_inputs():
-    with pytest.raises(ValueError, match="unknown schedule 'ddpm'"):
-        make_schedule("ddpm")
+    with pytest.raises(InstantiationException, match="zoo.diffusion.schedules.DDPM"):
+        instantiate({"_target_": "zoo.diffusion.schedules.DDPM"})
     with pytest.raises(ValueError, match="beta="):
         VP(beta="quadratic")
     with pytest.raises(ValueError, match="sigma_min"):
@@ -183,7 +183,7 @@ def test_schedule_bad_inputs():
         LinearFlow(t_min=0.5, t_max=0.5)
     with pytest.raises(ValueError, match="steps"):
         LinearFlow().grid(0)
-    assert make_schedule("vp", beta="cosine") == VP(beta="cosine")
+    assert instantiate({"_target_": "zoo.diffusion.schedules.VP", "beta": "cosine"}) == VP(beta="cosine")
 
 
 # ---------------------------------------------------------------- parameterization
@@ -340,15 +340,21 @@ def test_shift():
     rae = 4.0 * noise_time / (1 + 3.0 * noise_time)
     torch.testing.assert_close(1 - moved, rae)
     assert alpha_for_dim(16384) == 2.0
-    sampler = make_time_sampler("logit_normal", shift=2.0, mu=0.0, sigma=1.0)
+    sampler = instantiate(
+        {
+            "_target_": "zoo.diffusion.time_samplers.Shifted",
+            "base": {"_target_": "zoo.diffusion.time_samplers.LogitNormal", "mu": 0.0, "sigma": 1.0},
+            "alpha": 2.0,
+        }
+    )
     assert sampler == Shifted(LogitNormal(0.0, 1.0), 2.0)
     assert sampler(20000, generator=seeded(8)).median().item() == pytest.approx(1 / 3, abs=0.01)
     assert Shifted(Uniform(0.5, 1.0), 3.0).support == (0.25, 1.0)
 
 
 def test_time_sampler_bad_inputs():
-    with pytest.raises(ValueError, match="unknown time sampler 'beta'"):
-        make_time_sampler("beta")
+    with pytest.raises(InstantiationException, match="zoo.diffusion.time_samplers.Beta"):
+        instantiate({"_target_": "zoo.diffusion.time_samplers.Beta"})
     with pytest.raises(ValueError, match="alpha"):
         shift(0.5, 0.0)
     with pytest.raises(ValueError, match="alpha"):

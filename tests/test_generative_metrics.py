@@ -119,7 +119,14 @@ def test_images_log_every_metric_and_a_grid(tmp_path: Path) -> None:
     logger = TensorBoardLogger(tmp_path, name="", version="")
     metrics = GenerativeMetrics(n_samples=32, feature_net=conv_features(), batch_size=10)
     trainer = fit(NoisyCopies(data.x), data, [SampleGrid(n=16), metrics], logger)
-    expected = {"gen/fid", "gen/kid_mean", "gen/kid_std", "gen/precision", "gen/recall", "gen/memorization"}
+    expected = {
+        "gen/fd_features",
+        "gen/kid_features",
+        "gen/kid_features_std",
+        "gen/precision_features",
+        "gen/recall_features",
+        "gen/memorization",
+    }
     assert expected <= set(trainer.callback_metrics)
     written = events(logger.log_dir)
     assert expected <= set(written.Tags()["scalars"])
@@ -127,7 +134,7 @@ def test_images_log_every_metric_and_a_grid(tmp_path: Path) -> None:
     grid = written.Images("samples/grid")[0]
     assert grid.width > 8 and grid.height > 8
     assert 0 <= trainer.callback_metrics["gen/memorization"] <= 1
-    assert trainer.callback_metrics["gen/fid"] >= 0
+    assert trainer.callback_metrics["gen/fd_features"] >= 0
 
 
 def test_vectors_log_manifold_distance_and_a_scatter(tmp_path: Path) -> None:
@@ -142,7 +149,7 @@ def test_vectors_log_manifold_distance_and_a_scatter(tmp_path: Path) -> None:
     )
     assert trainer.callback_metrics["gen/manifold_distance"] == 0
     assert trainer.callback_metrics["gen/memorization"] == 1
-    assert trainer.callback_metrics["gen/precision"] == 1
+    assert trainer.callback_metrics["gen/precision_vectors"] == 1
     assert events(logger.log_dir).Tags()["images"] == ["samples/scatter"]
 
 
@@ -315,7 +322,13 @@ def test_generative_preset_composes_and_runs_on_the_digits(tmp_path: Path, make_
     chosen = [instantiate(cfg.callbacks.samples), instantiate(cfg.callbacks.generative)]
     logger = TensorBoardLogger(tmp_path, name="", version="")
     trainer = fit(NoisyCopies(data.train_tensor()[0]), data, chosen, logger)
-    assert {"gen/fid", "gen/kid_mean", "gen/precision", "gen/recall", "gen/memorization"} <= set(
+    assert {
+        "gen/fd_features",
+        "gen/kid_features",
+        "gen/precision_features",
+        "gen/recall_features",
+        "gen/memorization",
+    } <= set(
         trainer.callback_metrics
     )
     assert events(logger.log_dir).Tags()["images"] == ["samples/grid"]

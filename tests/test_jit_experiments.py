@@ -35,7 +35,7 @@ def check_clamp(method: Diffusion, prediction: str, min_b: float = 0.0) -> None:
     expected = {"min_b": min_b, "min_a": 0.0}
     if clamp is not None:
         expected[clamp[0]] = clamp[1]
-    assert {"min_b": method.min_b, "min_a": method.min_a} == expected
+    assert {"min_b": method.denoiser.min_b, "min_a": method.denoiser.min_a} == expected
 
 
 def test_jit_toy_runs_every_prediction_at_every_dimension(make_config) -> None:
@@ -58,7 +58,7 @@ def test_jit_toy_runs_every_prediction_at_every_dimension(make_config) -> None:
 
 def test_jit_grid_runs_the_three_by_three_at_two_patch_sizes(make_config) -> None:
     cfg = make_config("experiment=jit_grid")
-    assert cfg.study.report == "gen/fid" and cfg.data.image_size == 16
+    assert cfg.study.report == "gen/fd_pixels" and cfg.data.image_size == 16
     runs = cfg.study.runs
     assert set(runs) == {
         f"patch{patch}/{loss}-loss/{p}-pred" for patch in (8, 2) for loss in PREDICTIONS for p in PREDICTIONS

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from datamodules import Digits
-from zoo.methods.moco import MoCo, contrastive_v3, cosine_momentum, fifo_enqueue, infonce_v2
+from zoo.methods.moco import MoCo, contrastive_v3, fifo_enqueue, infonce_v2
+from zoo.methods.momentum import cosine_momentum
 from zoo.nets.backbones import ResNet, ViT
 from zoo.train import build
 
@@ -258,3 +259,67 @@ def test_v2_shuffle_bn_and_queue_under_two_process_ddp(tmp_path) -> None:
     assert model.queue_pointer.item() == 2 * 2 * 16 % 48
     assert metrics["shuffled_key_error"] < 1e-5 and metrics["gathered_key_error"] < 1e-5
     assert metrics["queue_mismatch"] == 0
+
+
+def test_the_momentum_pairs_are_the_key_encoder_with_the_variant_schedule() -> None:
+    for variant, schedule in (("v2", "constant"), ("v3", "cosine")):
+        model = tiny_moco(variant)
+        pairs = [(model.backbone, model.momentum_backbone), (model.head, model.momentum_head)]
+        assert all(a is c and b is d for (a, b), (c, d) in zip(model.momentum_pairs, pairs, strict=True))
+        assert model.momentum_schedule == schedule and model.momentum == 0.99
+
+
+class RecordedMoCo(MoCo):
+    """Checks each momentum update against ``m key + (1 - m) query`` as the base class applies it."""
+
+    def momentum_update(self, m: float) -> None:
+        query = [p.detach().clone() for online, _ in self.momentum_pairs for p in online.parameters()]
+        key = [p.clone() for _, target in self.momentum_pairs for p in target.parameters()]
+        super().momentum_update(m)
+        after = [p for _, target in self.momentum_pairs for p in target.parameters()]
+        self.errors.append(max((a - (m * k + (1 - m) * q)).abs().max().item() for q, k, a in zip(query, key, after)))
+        self.momenta.append((self.global_step, m))
+
+
+@pytest.mark.parametrize("variant", ["v2", "v3"])
+def test_the_key_encoder_follows_the_query_encoder_once_per_optimizer_step(tmp_path, variant: str) -> None:
+    torch.manual_seed(0)
+    model = RecordedMoCo(
+        ResNet(in_chans=1, width=4, layers=(1, 1, 1, 1)), variant=variant, dim=8, hidden=16, queue_size=48,
+        momentum=0.9, optimizer=partial(torch.optim.SGD, lr=0.1),
+    )
+    model.errors, model.momenta = [], []
+    trainer = L.Trainer(
+        max_epochs=1, accumulate_grad_batches=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=TinyViews(f"moco{variant}_noflip"))
+    expected = [0.9, 0.9] if variant == "v2" else [cosine_momentum(1, 2, 0.9), 1.0]
+    assert model.momenta == [(1, expected[0]), (2, expected[1])]
+    assert max(model.errors) < 1e-6
+
+
+@pytest.mark.parametrize("variant", ["v2", "v3"])
+def test_a_resumed_run_ends_with_the_weights_of_an_unbroken_one(tmp_path, variant: str) -> None:
+    def run(name: str, epochs: int, ckpt: str | None = None) -> MoCo:
+        model = tiny_moco(variant, queue_size=48, batch_size=16)
+        # The views' augmentations draw from the global generator, which a resume does not restore:
+        # seeding it by epoch leaves the momentum encoder, queue and schedule as the state under test.
+        epochs_seeded_and_stopped = L.pytorch.callbacks.LambdaCallback(
+            on_train_epoch_start=lambda trainer, _: torch.manual_seed(trainer.current_epoch),
+            on_train_epoch_end=lambda trainer, _: setattr(trainer, "should_stop", trainer.current_epoch + 1 >= epochs),
+        )
+        trainer = L.Trainer(
+            max_epochs=2, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=tmp_path / name, callbacks=[epochs_seeded_and_stopped],
+        )
+        trainer.fit(model, datamodule=TinyViews(f"moco{variant}_noflip"), ckpt_path=ckpt)
+        trainer.save_checkpoint(tmp_path / f"{name}.ckpt")
+        return model
+
+    unbroken = run("unbroken", 2)
+    run("first", 1)
+    resumed = run("resumed", 2, ckpt=str(tmp_path / "first.ckpt"))
+    assert resumed.global_step == unbroken.global_step == 8 and resumed.total_steps == 8
+    for (name, a), b in zip(unbroken.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-LOWER_IS_BETTER = ("loss", "fid", "kid", "distance", "memorization", "error")
+LOWER_IS_BETTER = ("loss", "fd_", "fid", "kid", "distance", "memorization", "error")
 
 
 @dataclass

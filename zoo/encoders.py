@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from timm.models import create_model, load_state_dict
 from torch import Tensor, nn
 
+from zoo.loading import Has, load_method
 from zoo.nets.backbones import feature_tokens
 
 
@@ -128,36 +128,20 @@ def timm(
 
 
 def zoo(ckpt: str | Path) -> FrozenEncoder:
-    """The backbone of a zoo checkpoint (MoCo: the query backbone), rebuilt from its ``zoo_config``.
+    """The backbone of a zoo checkpoint (MoCo: the query backbone), inputs resized to the run's image size.
 
-    The run's method is rebuilt by ``zoo.train.build_method``, the
-    checkpoint's weights loaded, and inputs resized to the run's image size.
+    The method is rebuilt by ``zoo.loading.load_method`` (weights only), which refuses a checkpoint
+    of a method without a ``backbone``.
     """
-    path = Path(ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"encoder.ckpt={ckpt}: no such checkpoint; pass a run's checkpoints/last.ckpt"
-        )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    config = checkpoint.get("zoo_config") if isinstance(checkpoint, dict) else None
-    if config is None or "state_dict" not in checkpoint:
-        raise ValueError(
-            f"encoder.ckpt={ckpt} is not a zoo checkpoint (no zoo_config); expected the checkpoint of a zoo "
-            "run of a representation method, e.g. logs/moco/.../checkpoints/last.ckpt from `python run.py method=moco`"
-        )
-    from zoo.train import build_method
-
-    cfg = OmegaConf.create(config)
-    method = build_method(cfg)
-    backbone = getattr(method, "backbone", None)
-    if not isinstance(backbone, nn.Module):
-        raise ValueError(
-            f"encoder.ckpt={ckpt} is a {type(method).__name__} checkpoint, which has no backbone; encoder=zoo "
-            "expects the checkpoint of a representation method with a `backbone`, e.g. method=moco"
-        )
-    method.load_state_dict(checkpoint["state_dict"])
-    shape = list(cfg.shape)
-    return FrozenEncoder(backbone, input_size=shape[1:] if len(shape) == 3 else None, in_chans=shape[0])
+    method = load_method(
+        ckpt,
+        expect=Has("backbone"),
+        expected="the checkpoint of a representation method with a `backbone`, e.g. "
+        "logs/moco/.../checkpoints/last.ckpt from `python run.py method=moco`",
+        setting="encoder.ckpt",
+    )
+    shape = list(method.run_config["shape"])
+    return FrozenEncoder(method.backbone, input_size=shape[1:] if len(shape) == 3 else None, in_chans=shape[0])
 
 
 def random(net: nn.Module, input_size: int | None = None) -> FrozenEncoder:

@@ -2,9 +2,9 @@
 
 ``build`` instantiates datamodule, net, method, callbacks, loggers and trainer (and compiles the
 method's net with ``compile=true``); ``fit`` runs one training run into ``cfg.paths.output_dir``, or
-with ``train=false ckpt=<path>`` validates and tests a checkpoint without training; ``main``
-dispatches to an experiment's study (a function that runs several fits and writes its table) or to
-one ``fit``, then prints the summary. Under DDP every rank runs all of it; files are written by rank 0.
+with ``task=eval ckpt=<path>`` validates and tests a checkpoint without training; ``main``
+dispatches to ``task=sample`` (``zoo.tasks``), to an experiment's study (a function that runs several
+fits and writes its table) or to one ``fit``, then prints the summary. Under DDP every rank runs all of it; files are written by rank 0.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError
 
-from zoo import report
+from zoo import report, tasks
 
 
 @dataclass
@@ -43,8 +43,12 @@ def build(cfg: DictConfig) -> Built:
     with open_dict(cfg):
         cfg.shape = list(datamodule.shape)
         cfg.num_classes = datamodule.num_classes
-    method = build_method(cfg)
-    method.run_config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.get("task", "fit") == "eval":
+        method = tasks.method_to_evaluate(cfg, datamodule)
+    else:
+        check_slots(cfg)
+        method = build_method(cfg)
+        method.run_config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("compile"):
         compile_net(method)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
@@ -57,26 +61,80 @@ def build(cfg: DictConfig) -> Built:
 
 
 def build_method(cfg: DictConfig) -> L.LightningModule:
-    """The method with its net and frozen encoder, from a config whose ``shape`` is filled in."""
-    extra: dict[str, Any] = {}
+    """The method of a config whose ``shape`` is filled in.
+
+    A method takes its net and frozen encoder through its own config (``net: ${net}``,
+    ``encoder: ${encoder}``), so nothing is injected here; a net whose config reads a geometry the
+    data do not have fails first with a message naming the nets that fit.
+    """
     if cfg.get("net") is not None:
-        extra["net"] = build_net(cfg)
-    if cfg.get("encoder") is not None:
-        extra["encoder"] = instantiate(cfg.encoder)
-    return instantiate(cfg.method, **extra)
+        check_net_fits(cfg)
+    return instantiate(cfg.method)
 
 
-def build_net(cfg: DictConfig) -> torch.nn.Module:
-    """The net, with a clear error when its config reads a geometry the data does not have."""
+def check_net_fits(cfg: DictConfig) -> None:
+    """Resolve ``cfg.net``: a clear error when it reads a geometry (``${shape.1}``) the data do not have."""
     try:
-        return instantiate(cfg.net)
+        OmegaConf.to_container(cfg.net, resolve=True)
     except InterpolationKeyError as error:
         kind = "vectors" if len(cfg.shape) == 1 else "images"
         hint = "net=mlp" if kind == "vectors" else "an image net (net=unet, net=dit, net=jit_vit)"
         raise ValueError(
             f"net={cfg.net._target_.rsplit('.', 1)[-1]} does not fit data of shape {list(cfg.shape)} ({kind}): "
-            f"{error.msg}; use {hint}"
+            f"{error.msg.splitlines()[0]}; use {hint}"
         ) from None
+
+
+SLOTS = ("net", "encoder", "guidance")
+"""The config slots a method reads by interpolation (``${net}``, ``${encoder}``, ...) when it takes them."""
+
+
+def check_slots(cfg: DictConfig) -> None:
+    """Refuse a ``net=`` or ``encoder=`` that nothing in the run reads, naming the methods that take one.
+
+    A slot is taken by whatever interpolates it (the method's arguments, a loss term, a guidance
+    reward); a slot set but never read would otherwise be ignored silently.
+    """
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    for slot in SLOTS:
+        if tree.get(slot) is None:
+            continue
+        rest = json.dumps({key: value for key, value in tree.items() if key != slot})
+        if "${" + slot + "}" in rest or "${" + slot + "." in rest:
+            continue
+        takers = methods_reading(slot)
+        raise ValueError(
+            f"method={method_name(cfg)} takes no {slot} (nothing in its config reads ${{{slot}}}), but "
+            f"{slot}={choice(cfg, slot)} was given; drop it, or use a method that takes one: "
+            f"{', '.join(f'method={name}' for name in takers) or '(none in conf/method)'}"
+        )
+
+
+def methods_reading(slot: str) -> list[str]:
+    """The methods in ``conf/method`` whose config (or a preset's parent) interpolates ``${slot}``."""
+    folder = Path(__file__).resolve().parents[1] / "conf" / "method"
+    texts = {path.stem: path.read_text() for path in folder.glob("*.yaml")}
+
+    def reads(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        text = texts.get(name, "")
+        if "${" + slot + "}" in text or "${" + slot + "." in text:
+            return True
+        parents = [line.strip()[2:].strip() for line in text.splitlines() if line.strip().startswith("- ")]
+        return any(parent in texts and parent not in seen and reads(parent, seen | {name}) for parent in parents)
+
+    return sorted(name for name in texts if reads(name))
+
+
+def method_name(cfg: DictConfig) -> str:
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get("method"))
+    return cfg.method.get("_target_", "?").rsplit(".", 1)[-1].lower()
+
+
+def choice(cfg: DictConfig, group: str) -> str:
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get(group))
+    return cfg[group].get("_target_", "?").rsplit(".", 1)[-1]
 
 
 def compile_net(method: L.LightningModule) -> None:
@@ -168,16 +226,14 @@ def run_info(cfg: DictConfig) -> dict[str, Any]:
 def fit(cfg: DictConfig, info: dict[str, Any] | None = None) -> dict[str, float]:
     """One run: fit (and test), log hyperparameters with the final metrics, write ``metrics.json``.
 
-    With ``train=false`` the weights of ``ckpt`` are validated (every validation callback and probe
-    runs once) and tested instead of trained. ``info`` (method, data, overrides) names the run for
+    With ``task=eval`` the method of ``ckpt`` (rebuilt from the checkpoint) is validated (every
+    validation callback and probe runs once) and tested instead of trained. ``info`` (method, data, overrides) names the run for
     ``zoo.compare``; by default it comes from Hydra's runtime choices.
     """
     check_launch(cfg)
-    train = cfg.get("train", True)
-    if not train and not cfg.get("ckpt"):
-        raise ValueError("train=false evaluates a checkpoint: pass ckpt=<path to a .ckpt> (or drop train=false)")
-    if not train and not Path(cfg.ckpt).is_file():
-        raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such checkpoint file")
+    train = cfg.get("task", "fit") == "fit"
+    if not train:
+        tasks.checkpoint_path(cfg)
     built = build(cfg)
     trainer, method, datamodule = built.trainer, built.method, built.datamodule
     if trainer.is_global_zero:
@@ -185,7 +241,7 @@ def fit(cfg: DictConfig, info: dict[str, Any] | None = None) -> dict[str, float]
     if train:
         trainer.fit(method, datamodule=datamodule, ckpt_path=resume_path(cfg.get("resume"), cfg.paths.output_dir))
     else:
-        trainer.validate(method, datamodule=datamodule, ckpt_path=cfg.ckpt, verbose=False)
+        trainer.validate(method, datamodule=datamodule, verbose=False)
     metrics = final_metrics(trainer)
     if cfg.get("test", True):
         trainer.test(method, datamodule=datamodule, verbose=False)
@@ -236,8 +292,14 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Run the experiment's study if it has one, else one fit; print the summary; return the metric."""
-    if cfg.get("study") is not None:
+    """Run ``task=sample``, the experiment's study if it has one, or one fit; print the summary; return
+    the metric."""
+    task = cfg.get("task", "fit")
+    if task not in tasks.TASKS:
+        raise ValueError(f"task={task}: choose one of {', '.join(tasks.TASKS)}")
+    if task == "sample":
+        metrics = tasks.sample_task(cfg)
+    elif cfg.get("study") is not None:
         metrics = instantiate(cfg.study, _partial_=True)(cfg)
     else:
         metrics = fit(cfg)

@@ -13,32 +13,38 @@ and every schedule writes ``z_t = a(t) x + b(t) eps``:
 (JiT's v); for the cosine VP with s = 0 it is -pi/2 times Salimans & Ho's ``alpha eps - sigma x``
 (the angle's scale, and the sign because t runs toward data). The score is ``-eps/b``.
 
+``Denoiser`` is net + schedule + prediction + clamps as one module (``forward(z, t, y) -> x_hat``).
 Samplers take ``denoise(z, t) -> x_hat`` with t of shape [B], walk ``schedule.grid(steps)`` from
 noise to data and return the clean estimate.
 """
 
+from zoo.diffusion.denoiser import Denoiser, DenoiserOutput
 from zoo.diffusion.guidance import best_of_n, classifier_free, cosine_reward, reward_guided
 from zoo.diffusion.losses import cosine_velocity_loss, denoising_loss, validate
 from zoo.diffusion.parameterization import SPACES, convert, true_value
 from zoo.diffusion.refine import PredictAndPerturb
-from zoo.diffusion.samplers import SAMPLERS, clean_estimate, ddim, euler, heun, sample, sde
-from zoo.diffusion.schedules import EDM, SCHEDULES, VP, LinearFlow, Schedule, append_dims, make_schedule
-from zoo.diffusion.time_samplers import (
-    TIME_SAMPLERS,
-    LogitNormal,
-    Shifted,
-    Uniform,
-    alpha_for_dim,
-    make_time_sampler,
-    shift,
+from zoo.diffusion.samplers import (
+    SAMPLERS,
+    clean_estimate,
+    ddim,
+    ddim_step,
+    euler,
+    euler_step,
+    heun,
+    heun_step,
+    sample,
+    sde,
+    sde_step,
 )
+from zoo.diffusion.schedules import EDM, VP, LinearFlow, Schedule, append_dims
+from zoo.diffusion.time_samplers import LogitNormal, Shifted, Uniform, alpha_for_dim, shift
 
 __all__ = [
     "EDM",
+    "Denoiser",
+    "DenoiserOutput",
     "SAMPLERS",
-    "SCHEDULES",
     "SPACES",
-    "TIME_SAMPLERS",
     "VP",
     "LinearFlow",
     "LogitNormal",
@@ -55,14 +61,16 @@ __all__ = [
     "cosine_reward",
     "cosine_velocity_loss",
     "ddim",
+    "ddim_step",
     "denoising_loss",
     "euler",
+    "euler_step",
     "heun",
-    "make_schedule",
-    "make_time_sampler",
+    "heun_step",
     "reward_guided",
     "sample",
     "sde",
+    "sde_step",
     "shift",
     "true_value",
     "validate",

@@ -13,18 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.diffusion.samplers import Denoiser
+from zoo.diffusion.samplers import DenoiseFn
 from zoo.diffusion.schedules import Schedule, append_dims
 
 Reward = Callable[[Tensor], Tensor]
 
 
 def classifier_free(
-    denoise_cond: Denoiser,
-    denoise_uncond: Denoiser,
+    denoise_cond: DenoiseFn,
+    denoise_uncond: DenoiseFn,
     scale: float,
     interval: tuple[float, float] = (0.0, 1.0),
-) -> Denoiser:
+) -> DenoiseFn:
     """Classifier-free guidance (Ho & Salimans 2022) on x_hat, limited to ``interval`` (Kynkaanniemi et al. 2024).
 
     ``x_hat = x_u + w (x_c - x_u)`` for t in [lo, hi], ``x_c`` elsewhere (JiT: (0.1, 1)). At fixed
@@ -46,7 +46,7 @@ def classifier_free(
     return guided
 
 
-def reward_guided(denoise: Denoiser, reward: Reward, scale: float, schedule: Schedule) -> Denoiser:
+def reward_guided(denoise: DenoiseFn, reward: Reward, scale: float, schedule: Schedule) -> DenoiseFn:
     """Gradient guidance by a differentiable per-sample reward ``r(x_hat) -> [B]``.
 
     ``x_hat <- x_hat + scale (b^2 / a) grad_z r(x_hat(z, t))`` (autograd through the denoiser): the

@@ -3,7 +3,8 @@
 Each walks a grid from noise (``grid[0]``, the prior) to data (``grid[-1]``) and returns the clean
 estimate (``clean_estimate``): ``z / a`` where the grid ends at b = 0 (flow, VP), else
 ``denoise(z, t_max)`` (EDM's final step from sigma_min to 0). The denoiser is only evaluated where
-b > 0. A step is ``step(z, t, t_next) -> (x_hat at t, z at t_next)``; an optional ``refine``
+b > 0. A step is ``step(z, t, t_next) -> (x_hat at t, z at t_next)``: the public ``euler_step``,
+``heun_step``, ``sde_step`` and ``ddim_step`` (which consistency distillation's teacher calls too); an optional ``refine``
 (e.g. ``zoo.diffusion.refine.PredictAndPerturb``) wraps every step and is called as
 ``refine(step, z, t, t_next, progress)`` with ``progress = i / steps``.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -19,7 +21,7 @@ from torch import Tensor
 from zoo.diffusion.parameterization import convert
 from zoo.diffusion.schedules import Schedule
 
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 Step = Callable[[Tensor, float, float], tuple[Tensor, Tensor]]
 Refiner = Callable[[Step, Tensor, float, float, float], Tensor]
 
@@ -53,7 +55,7 @@ def _walk(step: Step, z: Tensor, grid: Tensor, refine: Refiner | None) -> Tensor
     return z
 
 
-def clean_estimate(denoise: Denoiser, z: Tensor, t: float, schedule: Schedule) -> Tensor:
+def clean_estimate(denoise: DenoiseFn, z: Tensor, t: float, schedule: Schedule) -> Tensor:
     """The sample at the grid's last time t: ``z / a(t)`` where b(t) = 0, else ``denoise(z, t)``.
 
     For EDM this is Karras et al.'s last Euler step from sigma_min to sigma = 0, which lands on D(z).
@@ -63,52 +65,116 @@ def clean_estimate(denoise: Denoiser, z: Tensor, t: float, schedule: Schedule) -
     return denoise(z, _times(t, z))
 
 
-def _native_slope(denoise: Denoiser, z: Tensor, t: float, schedule: Schedule) -> tuple[Tensor, Tensor]:
+def _native_slope(denoise: DenoiseFn, z: Tensor, t: float, schedule: Schedule) -> tuple[Tensor, Tensor]:
     times = _times(t, z)
     x_hat = denoise(z, times)
     return x_hat, convert(x_hat, "x", "v", z, times, schedule) / _at(schedule.dnative, t)
 
 
-def euler(
-    denoise: Denoiser, z: Tensor, grid: Tensor, schedule: Schedule, refine: Refiner | None = None
-) -> Tensor:
-    """Euler on the probability-flow ODE in the schedule's native parameter n: ``z += dn (dz/dn)``.
+def euler_step(
+    denoise: DenoiseFn, z: Tensor, t: float, t_next: float, schedule: Schedule
+) -> tuple[Tensor, Tensor]:
+    """One Euler step of the probability-flow ODE in the native parameter n: ``z += dn (dz/dn)``.
 
-    For the flow (n = t) this is JiT's Euler and equals DDIM; for EDM (n = sigma) it is EDM's Euler
-    step ``z += (sigma' - sigma)(z - D)/sigma`` and also equals DDIM; for VP it is Euler in tau.
+    Returns ``(x_hat at t, z at t_next)``. For the flow (n = t) this is JiT's Euler and equals DDIM;
+    for EDM (n = sigma) it is EDM's Euler step ``z += (sigma' - sigma)(z - D)/sigma``.
     """
+    x_hat, slope = _native_slope(denoise, z, t, schedule)
+    return x_hat, z + (_at(schedule.native, t_next) - _at(schedule.native, t)) * slope
 
-    def step(z: Tensor, t: float, t_next: float) -> tuple[Tensor, Tensor]:
-        x_hat, slope = _native_slope(denoise, z, t, schedule)
-        return x_hat, z + (_at(schedule.native, t_next) - _at(schedule.native, t)) * slope
 
+def heun_step(
+    denoise: DenoiseFn, z: Tensor, t: float, t_next: float, schedule: Schedule
+) -> tuple[Tensor, Tensor]:
+    """One step of Heun's 2nd-order method in the native parameter (Karras et al. 2022, Alg. 1, l. 5-8).
+
+    Returns ``(x_hat at t, z at t_next)``. The correction is skipped when the step ends where b = 0
+    (the flow's and VP's last step is Euler, as in JiT): the denoiser is never evaluated there.
+    """
+    x_hat, slope = _native_slope(denoise, z, t, schedule)
+    h = _at(schedule.native, t_next) - _at(schedule.native, t)
+    z_euler = z + h * slope
+    if _at(schedule.b, t_next) == 0.0:
+        return x_hat, z_euler
+    slope_next = _native_slope(denoise, z_euler, t_next, schedule)[1]
+    return x_hat, z + h * (slope + slope_next) / 2
+
+
+def sde_step(
+    denoise: DenoiseFn,
+    z: Tensor,
+    t: float,
+    t_next: float,
+    schedule: Schedule,
+    eta: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One Euler-Maruyama step of ``dY = [-f + (1+eta^2)/2 g^2 score] dt + eta g dB`` (see ``sde``).
+
+    Returns ``(x_hat at t, z at t_next)``. The drift is ``v + eta^2/2 g^2 score`` with
+    ``score = (a x_hat - z)/b^2``; the step is deterministic (eta = 0) where g is infinite (a = 0) and
+    on a step that ends where b = 0.
+    """
+    times = _times(t, z)
+    x_hat = denoise(z, times)
+    v = convert(x_hat, "x", "v", z, times, schedule)
+    dt = (_at(schedule.native, t_next) - _at(schedule.native, t)) / _at(schedule.dnative, t)
+    g = float(schedule.sde(torch.tensor(t, dtype=torch.float64))[1])
+    if eta == 0.0 or not math.isfinite(g) or _at(schedule.b, t_next) == 0.0:
+        return x_hat, z + dt * v
+    score = convert(x_hat, "x", "score", z, times, schedule)
+    noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return x_hat, z + dt * (v + 0.5 * eta**2 * g**2 * score) + eta * g * math.sqrt(dt) * noise
+
+
+def ddim_step(
+    denoise: DenoiseFn,
+    z: Tensor,
+    t: float,
+    t_next: float,
+    schedule: Schedule,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One DDIM step (Song, Meng & Ermon 2021, Eq. 12 and 16) for any (a, b).
+
+    ``z' = a' x_hat + sqrt(b'^2 - c^2) eps_hat + c xi`` with
+    ``c = eta (b'/b) sqrt(b^2 - (a/a')^2 b'^2)``; returns ``(x_hat at t, z at t_next)``.
+    """
+    times = _times(t, z)
+    x_hat = denoise(z, times)
+    eps_hat = convert(x_hat, "x", "eps", z, times, schedule)
+    a, b = _at(schedule.a, t), _at(schedule.b, t)
+    a_next, b_next = _at(schedule.a, t_next), _at(schedule.b, t_next)
+    c = eta * b_next / b * math.sqrt(max(b**2 - (a / a_next) ** 2 * b_next**2, 0.0))
+    z_next = a_next * x_hat + math.sqrt(max(b_next**2 - c**2, 0.0)) * eps_hat
+    if c > 0:
+        z_next = z_next + c * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return x_hat, z_next
+
+
+def euler(
+    denoise: DenoiseFn, z: Tensor, grid: Tensor, schedule: Schedule, refine: Refiner | None = None
+) -> Tensor:
+    """Euler on the probability-flow ODE (``euler_step`` over ``grid``); equals DDIM with eta = 0."""
+    step = partial(euler_step, denoise, schedule=schedule)
     return clean_estimate(denoise, _walk(step, z, grid, refine), float(grid[-1]), schedule)
 
 
 def heun(
-    denoise: Denoiser, z: Tensor, grid: Tensor, schedule: Schedule, refine: Refiner | None = None
+    denoise: DenoiseFn, z: Tensor, grid: Tensor, schedule: Schedule, refine: Refiner | None = None
 ) -> Tensor:
-    """Heun's 2nd-order method in the native parameter (Karras et al. 2022, Alg. 1; JiT's sampler).
+    """Heun's method (``heun_step`` over ``grid``; Karras et al. 2022, Alg. 1; JiT's sampler).
 
-    The correction is skipped on a step that ends where b = 0 (the flow's and VP's last step is
-    Euler, as in JiT); on EDM every step is corrected and the clean estimate adds EDM's final
-    evaluation, so ``steps = N - 1`` reproduces EDM's 2N - 1 evaluations.
+    On EDM every step is corrected and the clean estimate adds EDM's final evaluation, so
+    ``steps = N - 1`` reproduces EDM's 2N - 1 evaluations.
     """
-
-    def step(z: Tensor, t: float, t_next: float) -> tuple[Tensor, Tensor]:
-        x_hat, slope = _native_slope(denoise, z, t, schedule)
-        h = _at(schedule.native, t_next) - _at(schedule.native, t)
-        z_euler = z + h * slope
-        if _at(schedule.b, t_next) == 0.0:
-            return x_hat, z_euler
-        slope_next = _native_slope(denoise, z_euler, t_next, schedule)[1]
-        return x_hat, z + h * (slope + slope_next) / 2
-
+    step = partial(heun_step, denoise, schedule=schedule)
     return clean_estimate(denoise, _walk(step, z, grid, refine), float(grid[-1]), schedule)
 
 
 def sde(
-    denoise: Denoiser,
+    denoise: DenoiseFn,
     z: Tensor,
     grid: Tensor,
     schedule: Schedule,
@@ -120,32 +186,17 @@ def sde(
 
     eta = 0 is the probability-flow ODE, eta = 1 Anderson's reverse SDE; all share the marginals
     (Zhang & Chen 2023, DEIS; Karras et al. 2022, Eq. 6). Since the PF-ODE velocity is
-    ``v = -f z + g^2/2 score``, the drift is computed as ``v + eta^2/2 g^2 score`` with
-    ``score = (a x_hat - z)/b^2``, finite even where f is not. Like ``euler`` it steps in the native
-    parameter n: the time increment is ``dn / (dn/dt)`` (= dt for flow and VP, d sigma / sigma' for
-    EDM), so eta = 0 is exactly ``euler``. Two steps are taken with eta = 0: one that starts where g
-    is infinite (a = 0, pure noise: the flow's and cosine VP's t = 0), and one that ends where b = 0,
-    whose noise no later step would remove.
+    ``v = -f z + g^2/2 score``, the drift is computed as ``v + eta^2/2 g^2 score``, finite even where
+    f is not. Like ``euler`` it steps in the native parameter n: the time increment is
+    ``dn / (dn/dt)`` (= dt for flow and VP, d sigma / sigma' for EDM), so eta = 0 is exactly ``euler``.
     """
     _check_eta(eta)
-
-    def step(z: Tensor, t: float, t_next: float) -> tuple[Tensor, Tensor]:
-        times = _times(t, z)
-        x_hat = denoise(z, times)
-        v = convert(x_hat, "x", "v", z, times, schedule)
-        dt = (_at(schedule.native, t_next) - _at(schedule.native, t)) / _at(schedule.dnative, t)
-        g = float(schedule.sde(torch.tensor(t, dtype=torch.float64))[1])
-        if eta == 0.0 or not math.isfinite(g) or _at(schedule.b, t_next) == 0.0:
-            return x_hat, z + dt * v
-        score = convert(x_hat, "x", "score", z, times, schedule)
-        noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        return x_hat, z + dt * (v + 0.5 * eta**2 * g**2 * score) + eta * g * math.sqrt(dt) * noise
-
+    step = partial(sde_step, denoise, schedule=schedule, eta=eta, generator=generator)
     return clean_estimate(denoise, _walk(step, z, grid, refine), float(grid[-1]), schedule)
 
 
 def ddim(
-    denoise: Denoiser,
+    denoise: DenoiseFn,
     z: Tensor,
     grid: Tensor,
     schedule: Schedule,
@@ -153,31 +204,14 @@ def ddim(
     generator: torch.Generator | None = None,
     refine: Refiner | None = None,
 ) -> Tensor:
-    """DDIM (Song, Meng & Ermon 2021, Eq. 12 and 16) for any (a, b).
-
-    From t to t' (less noise): ``z' = a' x_hat + sqrt(b'^2 - c^2) eps_hat + c xi`` with
-    ``c = eta (b'/b) sqrt(b^2 - (a/a')^2 b'^2)``, the posterior std of q(z' | z, x) scaled by eta;
-    eta = 0 is deterministic DDIM, eta = 1 ancestral sampling (DDPM).
-    """
+    """DDIM (``ddim_step`` over ``grid``): eta = 0 deterministic DDIM, eta = 1 ancestral sampling (DDPM)."""
     _check_eta(eta)
-
-    def step(z: Tensor, t: float, t_next: float) -> tuple[Tensor, Tensor]:
-        times = _times(t, z)
-        x_hat = denoise(z, times)
-        eps_hat = convert(x_hat, "x", "eps", z, times, schedule)
-        a, b = _at(schedule.a, t), _at(schedule.b, t)
-        a_next, b_next = _at(schedule.a, t_next), _at(schedule.b, t_next)
-        c = eta * b_next / b * math.sqrt(max(b**2 - (a / a_next) ** 2 * b_next**2, 0.0))
-        z_next = a_next * x_hat + math.sqrt(max(b_next**2 - c**2, 0.0)) * eps_hat
-        if c > 0:
-            z_next = z_next + c * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        return x_hat, z_next
-
+    step = partial(ddim_step, denoise, schedule=schedule, eta=eta, generator=generator)
     return clean_estimate(denoise, _walk(step, z, grid, refine), float(grid[-1]), schedule)
 
 
 def sample(
-    denoise: Denoiser,
+    denoise: DenoiseFn,
     shape: tuple[int, ...],
     schedule: Schedule,
     steps: int,

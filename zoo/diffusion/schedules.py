@@ -271,12 +271,3 @@ class EDM(Schedule):
     def dnative(self, t: Tensor) -> Tensor:
         return self.db(t)
 
-
-SCHEDULES = {"flow": LinearFlow, "vp": VP, "edm": EDM}
-
-
-def make_schedule(name: str, **kw) -> Schedule:
-    """The schedule called ``name`` (one of ``SCHEDULES``) built from ``kw``."""
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-    return SCHEDULES[name](**kw)

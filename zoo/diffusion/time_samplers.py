@@ -103,13 +103,3 @@ class Shifted:
     ) -> Tensor:
         return shift(self.base(n, generator=generator, device=device), self.alpha)
 
-
-TIME_SAMPLERS = {"uniform": Uniform, "logit_normal": LogitNormal}
-
-
-def make_time_sampler(name: str, shift: float = 1.0, **kw) -> Uniform | LogitNormal | Shifted:
-    """The time sampler called ``name`` (one of ``TIME_SAMPLERS``) built from ``kw``, shifted when shift != 1."""
-    if name not in TIME_SAMPLERS:
-        raise ValueError(f"unknown time sampler {name!r}; choose one of {', '.join(TIME_SAMPLERS)}")
-    base = TIME_SAMPLERS[name](**kw)
-    return base if shift == 1.0 else Shifted(base, shift)

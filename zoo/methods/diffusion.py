@@ -1,8 +1,9 @@
 """Diffusion and flow models with any schedule, prediction target and loss space.
 
 The math lives in ``zoo.diffusion`` (schedules, conversions, losses, time samplers, samplers,
-guidance); this module only wires it to a net: ``denoise(z, t) -> x̂`` is the one function every
-sampler, probe and metric uses. JiT (Li & He, arXiv 2511.13720) is this class with a pixel ViT,
+guidance) and the net's preconditioning in its ``Denoiser`` (``denoise(z, t) -> x̂``, the one function
+every sampler, probe and metric uses); this module draws the noise, adds the config's extra loss
+terms (``zoo.terms``) and wires sampling. JiT (Li & He, arXiv 2511.13720) is this class with a pixel ViT,
 x-prediction, v-loss and logit-normal time: a config, not a subclass.
 """
 
@@ -16,19 +17,23 @@ from torch import Tensor, nn
 
 from zoo.diffusion import (
     SAMPLERS,
+    Denoiser,
     PredictAndPerturb,
     Schedule,
+    best_of_n,
     classifier_free,
-    convert,
     denoising_loss,
+    reward_guided,
     sample,
     validate,
 )
 from zoo.methods.base import Method
+from zoo.rewards import RewardGuidance
+from zoo.terms import LossTerm, TermInputs
 
 SAMPLER_DEFAULTS = {
     "name": "heun",
-    "steps": 32,
+    "steps": 16,
     "eta": 0.0,
     "shift": 1.0,
     "guidance": 1.0,
@@ -40,7 +45,7 @@ SAMPLER_DEFAULTS = {
 
 
 class Diffusion(Method):
-    """A denoiser ``net(c_in z, c_noise t, y)`` trained with ``denoising_loss`` on ``z = a x + b ε``.
+    """A ``Denoiser`` (net + schedule + prediction + clamps) trained with ``denoising_loss`` on ``z = a x + b ε``.
 
     ``prediction`` is what the net outputs (x, eps or v), ``loss_space`` where the loss is
     measured; ``min_b`` and ``min_a`` clamp b(t) and a(t) from below in the conversions (JiT's
@@ -50,6 +55,10 @@ class Diffusion(Method):
     ``embed_t``/``embed_layer`` those of ``embed``. Bad settings fail at construction, before training:
     a loss undefined where the time sampler reaches (``validate``), a prediction the sampler cannot
     turn into x̂ at an end of its grid, and any bad sampler option.
+    ``terms``: extra loss terms by name (``zoo.terms.LossTerm``), each added times its ``weight`` and
+    logged as ``<stage>/<name>`` beside ``<stage>/denoise``; the hidden states they ask for come from
+    the same forward pass as the denoising loss. ``guidance`` (``zoo.rewards.RewardGuidance``) steers
+    every ``sample`` by a frozen encoder's reward: gradient guidance on x̂ and/or best-of-N.
     """
 
     def __init__(
@@ -66,21 +75,57 @@ class Diffusion(Method):
         sampler: dict[str, Any] | None = None,
         embed_t: float = 0.9,
         embed_layer: int | None = None,
+        terms: dict[str, LossTerm] | None = None,
+        guidance: RewardGuidance | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.net = net
         self.shape = tuple(shape)
-        self.schedule = schedule
+        self.denoiser = Denoiser(net, schedule, prediction, min_b, min_a, shape=self.shape)
         self.time_sampler = time_sampler
-        self.prediction, self.loss_space = prediction, loss_space
-        self.min_b, self.min_a = min_b, min_a
+        self.loss_space = loss_space
         self.num_classes = int(getattr(net, "num_classes", 0))
         self.label_dropout = label_dropout
         self.embed_t, self.embed_layer = embed_t, embed_layer
         validate(prediction, loss_space, schedule, *time_sampler.support, min_b, min_a)
         self._check_denoiser_on_the_grid()
         self.sampler = self._sampler_options(sampler or {})
+        self.terms = nn.ModuleDict(dict((terms or {}).items()))
+        self._check_terms()
+        self.guidance = guidance
+
+    def setup(self, stage: str) -> None:
+        """A reward that needs the data (a class prototype) is fitted to the trainer's datamodule."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.guidance is not None and datamodule is not None:
+            self.guidance.fit_to(datamodule)
+
+    @property
+    def net(self) -> nn.Module:
+        return self.denoiser.net
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.denoiser.schedule
+
+    @property
+    def prediction(self) -> str:
+        return self.denoiser.prediction
+
+    def _check_terms(self) -> None:
+        for name, term in self.terms.items():
+            if name in ("loss", "denoise"):
+                raise ValueError(f"method.terms.{name}: the name is taken by the main loss; rename the term")
+            if not isinstance(term, LossTerm):
+                raise ValueError(
+                    f"method.terms.{name} is a {type(term).__name__}, not a zoo.terms.LossTerm "
+                    "(forward(inputs: TermInputs) -> scalar, with weight and blocks)"
+                )
+            for index in term.blocks:
+                try:
+                    self.denoiser.block_index(index)
+                except ValueError as error:
+                    raise ValueError(f"method.terms.{name}.blocks: {error}") from None
 
     def _check_denoiser_on_the_grid(self) -> None:
         """Raise a ValueError if ``denoise`` is undefined where a sampler evaluates it.
@@ -95,7 +140,7 @@ class Diffusion(Method):
         one = torch.ones(1, dtype=torch.float64)
         for t in ends:
             times = torch.tensor([t], dtype=torch.float64)
-            x_hat = convert(one, self.prediction, "x", one, times, self.schedule, self.min_b, self.min_a)
+            x_hat = self.denoiser.convert(one, "x", one, times)
             if not torch.isfinite(x_hat).all():
                 raise ValueError(
                     f"method.prediction={self.prediction!r} cannot be turned into a clean estimate at t={t}, "
@@ -156,27 +201,32 @@ class Diffusion(Method):
         keep = (y >= 0) & (torch.rand(n, device=y.device) >= drop)
         return torch.where(keep, y, null)
 
-    def net_output(self, z: Tensor, t: Tensor, y: Tensor | None, return_hidden: bool = False) -> Any:
-        scale = self.schedule.c_in(t).view(-1, *[1] * (z.dim() - 1))
-        return self.net(scale * z, self.schedule.c_noise(t), y, return_hidden=return_hidden)
-
     def denoise(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """The clean estimate x̂(z, t): the one function samplers, probes and metrics use."""
-        out = self.net_output(z, t, y)
-        return convert(out, self.prediction, "x", z, t, self.schedule, self.min_b, self.min_a)
+        """The clean estimate x̂(z, t) of the denoiser."""
+        return self.denoiser(z, t, y)
 
     def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The denoising loss at ``t`` from the time sampler and fresh ``eps``, plus every term."""
         x = batch["x"]
         n = x.shape[0]
         t = self.time_sampler(n, generator=generator, device=x.device).to(x.dtype)
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         z = self.schedule.noise(x, t, eps)
         y = self.labels(batch.get("y"), n, self.label_dropout if self.training else 0.0)
-        out = self.net_output(z, t, y)
+        blocks = sorted({index for term in self.terms.values() for index in term.blocks})
+        result = self.denoiser.output(z, t, y, blocks)
+        denoiser = self.denoiser
         loss = denoising_loss(
-            out, self.prediction, self.loss_space, x, eps, t, self.schedule, self.min_b, self.min_a
-        )
-        return {"loss": loss.mean()}
+            result.out, self.prediction, self.loss_space, x, eps, t, self.schedule, denoiser.min_b, denoiser.min_a
+        ).mean()
+        if not self.terms:
+            return {"loss": loss}
+        inputs = TermInputs(batch, x, eps, t, z, y, result.out, result.hidden, denoiser)
+        parts = {"denoise": loss}
+        for name, term in self.terms.items():
+            parts[name] = term(inputs)
+            loss = loss + term.weight * parts[name]
+        return {"loss": loss, **parts}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "val", generator=self._seeded(batch_idx))
@@ -196,7 +246,8 @@ class Diffusion(Method):
         (the keys of ``SAMPLER_DEFAULTS``; any other key is an error).
 
         With a conditional net, ``y`` defaults to classes ``0..n-1 mod num_classes``; guidance > 1
-        applies classifier-free guidance inside ``interval`` (t in (lo, hi)).
+        applies classifier-free guidance inside ``interval`` (t in (lo, hi)). With ``self.guidance``, the
+        reward's gradient tilts x̂ (``guidance.scale``) and the best of ``guidance.best_of`` draws is kept.
         """
         options = self._sampler_options({**self.sampler, **overrides})
         if self.num_classes and y is None:
@@ -222,18 +273,32 @@ class Diffusion(Method):
                 fraction=options["refine_fraction"],
                 generator=generator,
             )
-        return sample(
-            denoise,
-            (n, *self.shape),
-            self.schedule,
-            steps=options["steps"],
-            sampler=options["name"],
-            eta=options["eta"],
-            shift=options["shift"],
-            generator=generator,
-            refine=refine,
-            device=self.device,
-        )
+        guidance = self.guidance
+        if guidance is not None and guidance.scale > 0:
+            if torch.is_inference_mode_enabled():
+                raise RuntimeError(
+                    "reward guidance differentiates the reward through the denoiser, which inference mode forbids; "
+                    "set trainer.inference_mode=false (or guidance.scale=0 for best-of-N alone)"
+                )
+            denoise = reward_guided(denoise, guidance.reward, guidance.scale, self.schedule)
+
+        def draw() -> Tensor:
+            return sample(
+                denoise,
+                (n, *self.shape),
+                self.schedule,
+                steps=options["steps"],
+                sampler=options["name"],
+                eta=options["eta"],
+                shift=options["shift"],
+                generator=generator,
+                refine=refine,
+                device=self.device,
+            )
+
+        if guidance is not None and guidance.best_of > 1:
+            return best_of_n(draw, guidance.reward, guidance.best_of)
+        return draw()
 
     @torch.no_grad()
     def embed(self, x: Tensor, t: float | Tensor | None = None, layer: int | None = None, **kw: Any) -> Tensor:
@@ -244,12 +309,13 @@ class Diffusion(Method):
         noised with fresh noise on every call.
         """
         t = self.embed_t if t is None else t
+        layer = self.embed_layer if layer is None else layer
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        blocks = self.denoiser.num_blocks
+        index = blocks // 2 if layer is None else layer
+        if not -blocks <= index < blocks:
+            raise ValueError(f"embed layer={layer}: the net has {blocks} hidden blocks (0..{blocks - 1})")
         z = self.schedule.noise(x, t, torch.randn_like(x))
-        _, hiddens = self.net_output(z, t, self.labels(None, x.shape[0]), return_hidden=True)
-        index = len(hiddens) // 2 if layer is None else layer
-        if not -len(hiddens) <= index < len(hiddens):
-            raise ValueError(f"embed layer={layer}: the net has {len(hiddens)} hidden blocks (0..{len(hiddens) - 1})")
-        hidden = hiddens[index]
+        hidden = self.denoiser.output(z, t, self.labels(None, x.shape[0]), blocks=[index]).hidden[index]
         return hidden.mean(dim=1) if hidden.dim() == 3 else hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden
 

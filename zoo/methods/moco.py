@@ -6,12 +6,12 @@ InfoNCE of each query against its key and a FIFO queue of past keys, shuffle-BN 
 v3 (Chen, Xie, He, ICCV 2021, arXiv 2104.02057, Algorithm 1): no queue; BN-MLP projector and a
 predictor on the query branch only, symmetric in-batch contrastive loss scaled by ``2T`` against
 keys gathered from every process, momentum raised from ``m0`` to 1 on a cosine (BYOL's schedule).
+The key encoder is the target of the base class's ``momentum_pairs``, which also does the update.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from functools import partial
 
 import torch
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from zoo.methods.base import Method
 
 VARIANTS = ("v2", "v3")
+MOMENTUM_SCHEDULE = {"v2": "constant", "v3": "cosine"}
 SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
 
 
@@ -48,15 +49,6 @@ def contrastive_v3(q: Tensor, k: Tensor, temperature: float, rank_offset: int = 
     q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
     labels = torch.arange(len(q), device=q.device) + rank_offset
     return F.cross_entropy(q @ k.t() / temperature, labels) * 2 * temperature
-
-
-def cosine_momentum(step: int, total: int, m0: float) -> float:
-    """``m(e) = 1 - (1 + cos(pi e / E)) (1 - m0) / 2`` (BYOL, Grill et al. 2020, Sec. 3.2; MoCo v3 Sec. 4).
-
-    Rises from ``m0`` at step 0 to 1 at step ``total``; steps past ``total`` stay at 1.
-    """
-    progress = min(step, total) / max(total, 1)
-    return 1 - 0.5 * (1 + math.cos(math.pi * progress)) * (1 - m0)
 
 
 def mlp_v2(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -125,13 +117,11 @@ class MoCo(Method):
         predictor_last_bn: bool = False,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
         if variant not in VARIANTS:
             raise ValueError(f"method.variant={variant!r}: MoCo comes as {' or '.join(VARIANTS)}")
+        super().__init__(momentum=momentum, momentum_schedule=MOMENTUM_SCHEDULE[variant], **kwargs)
         if temperature <= 0:
             raise ValueError(f"method.temperature={temperature}: the softmax temperature must be positive")
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"method.momentum={momentum}: the key encoder's momentum must lie in [0, 1]")
         if variant == "v2" and queue_size < 1:
             raise ValueError(f"method.queue_size={queue_size}: MoCo v2 needs a queue of at least one key")
         if variant == "v2" and batch_size is not None and queue_size % batch_size:
@@ -150,7 +140,6 @@ class MoCo(Method):
             )
         self.variant = variant
         self.temperature = temperature
-        self.momentum = momentum
         self.backbone = net
         features, hidden = net.num_features, hidden or net.num_features
         if variant == "v2":
@@ -163,7 +152,6 @@ class MoCo(Method):
             self.predictor = mlp_v3(2, dim, hidden, dim, last_bn=predictor_last_bn)
         self.momentum_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
         self.momentum_head = copy.deepcopy(self.head).requires_grad_(False)
-        self.total_steps = 1
 
     @property
     def learnable_params(self) -> list[dict]:
@@ -175,6 +163,11 @@ class MoCo(Method):
         if self.predictor is not None:
             groups.append({"name": "predictor", "params": list(self.predictor.parameters())})
         return groups
+
+    @property
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The key encoder follows the query encoder: backbone and head (He et al. 2020, Eq. 2)."""
+        return [*super().momentum_pairs, (self.backbone, self.momentum_backbone), (self.head, self.momentum_head)]
 
     def embed(self, x: Tensor, **kw) -> Tensor:
         """The query backbone's pooled features ``[B, F]``, the representation MoCo learns."""
@@ -189,20 +182,6 @@ class MoCo(Method):
     def keys(self, x: Tensor) -> Tensor:
         """Normalised keys from the momentum backbone and head, without gradient (no predictor)."""
         return F.normalize(self.momentum_head(self.momentum_backbone(x)), dim=1)
-
-    @torch.no_grad()
-    def momentum_update(self, m: float) -> None:
-        """``theta_k <- m theta_k + (1 - m) theta_q`` for every parameter (He et al. 2020, Eq. 2)."""
-        pairs = ((self.backbone, self.momentum_backbone), (self.head, self.momentum_head))
-        for online, target in pairs:
-            for p_q, p_k in zip(online.parameters(), target.parameters()):
-                p_k.lerp_(p_q.detach(), 1 - m)
-
-    def current_momentum(self) -> float:
-        """v2: the constant ``momentum``; v3: the cosine schedule at the current optimizer step."""
-        if self.variant == "v2":
-            return self.momentum
-        return cosine_momentum(self.global_step, self.total_steps, self.momentum)
 
     def losses(self, batch: dict) -> dict[str, Tensor]:
         views = batch.get("views")
@@ -281,14 +260,3 @@ class MoCo(Method):
                 f"MoCo v3 on {device} with {self._world_size()} processes: SyncBatchNorm needs a GPU, "
                 "so BatchNorm statistics are per process"
             )
-
-    def on_train_start(self) -> None:
-        total = self.trainer.estimated_stepping_batches
-        if self.variant == "v3" and not math.isfinite(total):
-            raise ValueError(
-                "MoCo v3's cosine momentum schedule needs a finite run: set trainer.max_epochs or trainer.max_steps"
-            )
-        self.total_steps = max(1, int(total)) if math.isfinite(total) else 1
-
-    def on_train_batch_end(self, outputs: object, batch: dict, batch_idx: int) -> None:
-        self.momentum_update(self.current_momentum())

@@ -204,6 +204,7 @@ class DiT(nn.Module):
         if head_depth:
             check_heads(head_width, heads, name="net.head_width")
         self.image_size, self.in_channels, self.patch_size = image_size, in_channels, patch_size
+        self.input_shape = (in_channels, image_size, image_size)
         self.width, self.num_classes, self.head_depth = width, num_classes, head_depth
         self.grid_size = image_size // patch_size
         self.num_blocks = depth + head_depth

@@ -26,6 +26,7 @@ class MLP(nn.Module):
         if num_classes < 0:
             raise ValueError(f"net.num_classes={num_classes}: use 0 (unconditional) or the number of classes")
         self.dim, self.num_classes = dim, num_classes
+        self.input_shape = (dim,)
         self.num_blocks = depth - 1
         self.time_embed = TimestepEmbedding(hidden)
         self.label_embed = LabelEmbedding(num_classes, hidden) if num_classes else None

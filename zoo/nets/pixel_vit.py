@@ -113,6 +113,7 @@ class PixelViT(nn.Module):
                 f"net.in_context_start={in_context_start}: must lie in [0, {depth - 1}] (net.depth={depth})"
             )
         self.image_size, self.in_channels, self.patch_size = image_size, in_channels, patch_size
+        self.input_shape = (in_channels, image_size, image_size)
         self.width, self.num_classes = width, num_classes
         self.in_context_tokens, self.in_context_start = in_context_tokens, start
         self.grid_size = image_size // patch_size

@@ -63,6 +63,7 @@ class UNet(nn.Module):
         if num_classes < 0:
             raise ValueError(f"net.num_classes={num_classes}: use 0 (unconditional) or the number of classes")
         self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
+        self.input_shape = (in_channels, image_size, image_size)
         self.num_blocks = 2 * levels + 1
         self.model = UNet2DModel(
             sample_size=image_size,

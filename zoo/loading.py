@@ -1,0 +1,166 @@
+"""``load_method``: the one way back from a zoo checkpoint to its method, weights only.
+
+A zoo checkpoint is Lightning's (``state_dict`` and the loops' state) plus what ``Method`` adds on
+save: ``zoo_config`` (the run's resolved config, ``shape`` filled in) and ``zoo_version``
+(``CHECKPOINT_FORMAT``). The file is read with ``torch.load(weights_only=True)``, so nothing in it can
+run code; the method is rebuilt from ``zoo_config`` by ``zoo.train.build_method`` and its weights
+loaded strictly. Each way a file can fail is one ``ValueError`` (``FileNotFoundError`` when there is
+no file) that names the setting, the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from zoo.methods.base import CHECKPOINT_FORMAT, Method
+
+SHOWN_KEYS = 3
+"""How many state-dict keys a mismatch message names of each kind."""
+
+UNSAFE = re.compile(r"GLOBAL|Trying to call reduce|Can only (create|build)|persistent_load")
+"""What torch's weights-only unpickler says when it refuses an object (rather than a damaged stream)."""
+
+
+@dataclass(frozen=True)
+class Has:
+    """``expect=Has("backbone")``: the method has a callable attribute ``name`` (a submodule or a method)."""
+
+    name: str
+
+    def __call__(self, method: nn.Module) -> bool:
+        return callable(getattr(method, self.name, None))
+
+
+Expectation = type | tuple[type, ...] | Callable[[nn.Module], bool]
+"""What ``expect=`` takes: a class or tuple of classes (``isinstance``), or a predicate such as ``Has``."""
+
+
+def load_method(
+    path: str | Path, expect: Expectation | None = None, expected: str | None = None, setting: str = "ckpt"
+) -> Method:
+    """The method a zoo checkpoint was saved from, with its weights, in eval mode, on the CPU.
+
+    ``expect`` says what kind of method the caller needs and ``expected`` says it in words for the
+    error (by default it is derived from ``expect``); ``setting`` is the config key the path came
+    from (``encoder.ckpt``, ...), named in every error. The returned method's ``run_config`` is the
+    checkpoint's ``zoo_config``.
+    """
+    path = Path(path)
+    where = f"{setting}={path}"
+    wanted = expected or describe(expect)
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no such checkpoint file; expected {wanted}")
+    checkpoint = read_weights_only(path, where)
+    if not isinstance(checkpoint, dict) or "zoo_config" not in checkpoint or "state_dict" not in checkpoint:
+        raise ValueError(f"{where} is not a zoo checkpoint (it lacks zoo_config or state_dict); expected {wanted}")
+    version = checkpoint.get("zoo_version")
+    if version != CHECKPOINT_FORMAT:
+        saved = "no format version (it predates them)" if version is None else f"format version {version}"
+        raise ValueError(
+            f"{where} is a zoo checkpoint of {saved}, but this zoo reads format version {CHECKPOINT_FORMAT}; "
+            "load it with the zoo that wrote it, or retrain the run with this one"
+        )
+    from zoo.train import build_method
+
+    config = checkpoint["zoo_config"]
+    method = build_method(OmegaConf.create(config))
+    if expect is not None and not satisfies(method, expect):
+        raise ValueError(f"{where} is a {type(method).__name__} checkpoint, which {failure(expect)}; expected {wanted}")
+    load_state_dict_strictly(method, checkpoint["state_dict"], where)
+    method.run_config = config
+    return method.eval()
+
+
+def read_weights_only(path: Path, where: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, its failures said in one line without a traceback."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{where} is not a PyTorch checkpoint archive: the file is truncated, empty or of another kind; "
+            "pass a run's checkpoints/last.ckpt, or save the run again if that file is damaged"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if UNSAFE.search(str(error)) is None:
+            raise damaged(where, error) from None
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        named = f" ({found.group(1)})" if found else ""
+        raise ValueError(
+            f"{where} holds objects other than tensors and plain containers{named}; loading it could run code, "
+            "so it is refused for safety: pass a checkpoint written by a zoo run"
+        ) from None
+    except Exception as error:  # reading a zip archive fails otherwise only when it is damaged
+        raise damaged(where, error) from None
+
+
+def damaged(where: str, error: Exception) -> ValueError:
+    """The one error for an archive whose contents cannot be read; torch's own text would advise unsafe loading."""
+    return ValueError(
+        f"{where} is damaged (truncated or corrupted: {type(error).__name__}); pass an intact checkpoint, "
+        "e.g. the run's checkpoints/last.ckpt, or save the run again"
+    )
+
+
+def load_state_dict_strictly(method: nn.Module, state_dict: dict[str, torch.Tensor], where: str) -> None:
+    """``method.load_state_dict(state_dict)``, its mismatches counted and a few named."""
+    own = method.state_dict()
+    missing, unexpected = own.keys() - state_dict.keys(), state_dict.keys() - own.keys()
+    reshaped = [key for key in own.keys() & state_dict.keys() if own[key].shape != state_dict[key].shape]
+    if missing or unexpected or reshaped:
+        parts = [
+            summary(keys, label)
+            for keys, label in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
+            if keys
+        ]
+        raise ValueError(
+            f"{where}: its weights do not fit the method rebuilt from its zoo_config ({'; '.join(parts)}); "
+            "the checkpoint was changed after saving, or the method's code changed since: retrain the run"
+        )
+    method.load_state_dict(state_dict)
+
+
+def summary(keys: Collection[str], label: str) -> str:
+    """``"2 missing: a.weight, a.bias"``, naming at most ``SHOWN_KEYS`` keys."""
+    keys = sorted(keys)
+    more = f", ... ({len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else ""
+    return f"{len(keys)} {label}: {', '.join(keys[:SHOWN_KEYS])}{more}"
+
+
+def satisfies(method: nn.Module, expect: Expectation) -> bool:
+    if isinstance(expect, (type, tuple)):
+        return isinstance(method, expect)
+    return bool(expect(method))
+
+
+def classes(expect: type | tuple[type, ...]) -> str:
+    return " or ".join(c.__name__ for c in (expect if isinstance(expect, tuple) else (expect,)))
+
+
+def describe(expect: Expectation | None) -> str:
+    """What ``expect`` asks for, in words: the default ``expected`` of ``load_method``."""
+    if expect is None:
+        return "the checkpoint of a zoo run, e.g. a run's checkpoints/last.ckpt"
+    if isinstance(expect, (type, tuple)):
+        return f"the checkpoint of a {classes(expect)}"
+    if isinstance(expect, Has):
+        return f"the checkpoint of a method with a {expect.name}"
+    return f"the checkpoint of a method that passes {getattr(expect, '__name__', repr(expect))}"
+
+
+def failure(expect: Expectation) -> str:
+    """Why a method fails ``expect``, as the end of "... is a DAE checkpoint, which ..."."""
+    if isinstance(expect, (type, tuple)):
+        return f"is not a {classes(expect)}"
+    if isinstance(expect, Has):
+        return f"has no {expect.name}"
+    return f"fails {getattr(expect, '__name__', repr(expect))}"
