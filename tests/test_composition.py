@@ -16,6 +16,10 @@ ONE_STEP = ["trainer=debug", "trainer.limit_train_batches=1", "trainer.limit_val
 
 # (method, net) -> the data it runs on; every other pair is refused with the message below.
 TAKES = {
+    ("consistency", "unet"): "digits",
+    ("consistency", "dit"): "digits",
+    ("consistency", "jit_vit"): "digits",
+    ("consistency", "mlp"): "manifold",
     ("diffusion", "unet"): "digits",
     ("diffusion", "dit"): "digits",
     ("diffusion", "jit_vit"): "digits",
@@ -28,6 +32,7 @@ TAKES = {
     ("moco", "vit"): "digits",
 }
 REFUSED_NET = {
+    "consistency": "is not a denoising net",
     "dae": "method=dae takes no net (nothing in its config reads ${net})",
     "diffusion": "is not a denoising net",
     "jit": "is not a denoising net",
@@ -54,7 +59,7 @@ def test_method_with_net(method: str, net: str, make_config) -> None:
     message = refusal([f"method={method}", f"net={net}", "data=digits"], make_config)
     assert REFUSED_NET[method] in message
     if method == "dae":
-        assert "drop it, or use a method that takes one: method=diffusion, method=jit, method=moco" in message
+        assert "drop it, or use a method that takes one: method=consistency, method=diffusion, method=jit, method=moco" in message
 
 
 @pytest.mark.parametrize(("method", "encoder"), ENCODER_PAIRS, ids=[f"{m}-{e}" for m, e in ENCODER_PAIRS])

@@ -10,8 +10,9 @@ universal guidance, Bansal et al. 2023, Eq. 6) with ``scale``, and best-of-N sel
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from zoo.diffusion import cosine_reward
 
 
 def pooled(encoder: nn.Module, x: Tensor) -> Tensor:
@@ -71,8 +72,7 @@ class PrototypeReward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.prototype.numel() == 0:
             raise RuntimeError("PrototypeReward has no prototype yet: call fit_to(datamodule) first")
-        features = pooled(self.encoder, x)
-        return F.cosine_similarity(features, self.prototype.expand_as(features), dim=1)
+        return cosine_reward(lambda images: pooled(self.encoder, images), self.prototype)(x)
 
 
 class RewardGuidance(nn.Module):

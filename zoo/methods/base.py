@@ -104,10 +104,17 @@ class Method(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._step(batch, "val", **self._evaluation_noise(batch_idx))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._step(batch, "test", **self._evaluation_noise(batch_idx))
+
+    def _evaluation_noise(self, index: int) -> dict[str, torch.Generator]:
+        """A method whose ``losses`` draws noise (takes ``generator=``) gets the same noise for batch
+        ``index`` at every evaluation, so val/loss is comparable across epochs."""
+        if "generator" not in inspect.signature(self.losses).parameters:
+            return {}
+        return {"generator": torch.Generator(device=self.device).manual_seed(index)}
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.learnable_params)

@@ -228,16 +228,6 @@ class Diffusion(Method):
             loss = loss + term.weight * parts[name]
         return {"loss": loss, **parts}
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val", generator=self._seeded(batch_idx))
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test", generator=self._seeded(batch_idx))
-
-    def _seeded(self, index: int) -> torch.Generator:
-        """Same noise and times for every evaluation, so val/loss is comparable across epochs."""
-        return torch.Generator(device=self.device).manual_seed(index)
-
     @torch.no_grad()
     def sample(
         self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None, **overrides: Any
