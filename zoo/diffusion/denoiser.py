@@ -17,6 +17,7 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from zoo.diffusion.parameterization import check_space, convert
@@ -85,6 +86,19 @@ class Denoiser(nn.Module):
     def convert(self, out: Tensor, space: str, z: Tensor, t: Tensor) -> Tensor:
         """The raw output ``out`` read as the prediction and mapped to ``space`` (x, eps, v or score)."""
         return convert(out, self.prediction, space, z, t, self.schedule, self.min_b, self.min_a)
+
+    def embed(self, x: Tensor, t: Tensor, y: Tensor | None = None, layer: int | None = None) -> Tensor:
+        """Pooled hidden features of block ``layer`` (default: the middle one) for clean ``x`` noised to
+        ``t`` with fresh noise: token grids and feature maps averaged over tokens/space (DDAE, Xiang et
+        al. ICCV 2023)."""
+        index = self.num_blocks // 2 if layer is None else layer
+        if not -self.num_blocks <= index < self.num_blocks:
+            raise ValueError(
+                f"embed layer={layer}: the net has {self.num_blocks} hidden blocks (0..{self.num_blocks - 1})"
+            )
+        z = self.schedule.noise(x, t, torch.randn_like(x))
+        hidden = self.output(z, t, y, blocks=[index]).hidden[index]
+        return hidden.mean(dim=1) if hidden.dim() == 3 else hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden
 
     def forward(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The clean estimate x̂(z, t): the one function samplers, probes and metrics use."""

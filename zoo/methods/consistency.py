@@ -377,11 +377,4 @@ class Consistency(Method):
         t = self.embed_t if t is None else t
         layer = self.embed_layer if layer is None else layer
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        blocks = self.student.num_blocks
-        index = blocks // 2 if layer is None else layer
-        if not -blocks <= index < blocks:
-            raise ValueError(f"embed layer={layer}: the net has {blocks} hidden blocks (0..{blocks - 1})")
-        z = self.schedule.noise(x, t, torch.randn_like(x))
-        y = self.labels(None, x.shape[0], x.device)
-        hidden = self.student.output(z, t, y, blocks=[index]).hidden[index]
-        return hidden.mean(dim=1) if hidden.dim() == 3 else hidden.flatten(2).mean(-1) if hidden.dim() == 4 else hidden
+        return self.student.embed(x, t, self.labels(None, x.shape[0], x.device), layer)
