@@ -1,6 +1,10 @@
-"""The zoo's entry point: ``python run.py method=... data=... net=... trainer=...``.
+"""The zoo's entry point: ``python run.py method=... data=... net=... trainer=...`` (installed: ``zoo-run``).
 
-Errors print as one clear message; set ``HYDRA_FULL_ERROR=1`` for the full traceback.
+Every error prints as one paragraph naming the key or file and the fix (``zoo.errors.describe``) and
+exits with 1; set ``HYDRA_FULL_ERROR=1`` for the traceback. A run stopped by SIGTERM or SIGINT exits
+with 143 or 130 after one line naming its last checkpoint and the command that resumes it
+(``zoo.resume.Interrupted``). The configs are the checkout's ``conf/`` or, installed from a wheel, the
+``conf`` package (``zoo.conf_dir``); ``hydra.searchpath=[file://my_confs]`` adds a user's own.
 """
 
 from __future__ import annotations
@@ -9,22 +13,41 @@ import os
 import sys
 
 import hydra
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
+from zoo.conf_dir import hydra_config_path
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+USER_FULL_ERROR = "ZOO_USER_HYDRA_FULL_ERROR"
+"""The user's ``HYDRA_FULL_ERROR``, kept while the zoo sets Hydra's to 1 to format errors itself."""
+
+
+@hydra.main(config_path=hydra_config_path(), config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> float | None:
     from zoo.train import main as train
 
-    try:
-        return train(cfg)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError, ArithmeticError, InstantiationException) as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        from rich.console import Console
+    return train(cfg)
 
-        Console(stderr=True).print(f"[bold red]error:[/] {error}\n(set HYDRA_FULL_ERROR=1 for the traceback)")
+
+def main() -> None:
+    """``hydra_main`` with Hydra's errors re-raised (``HYDRA_FULL_ERROR=1`` inside) and said in one paragraph."""
+    os.environ.setdefault(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "0"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    from zoo.resume import Interrupted
+
+    try:
+        hydra_main()
+    except Interrupted as stop:
+        print(stop, file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted by SIGINT outside training (nothing to resume from this step)", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except Exception as error:
+        if os.environ[USER_FULL_ERROR] == "1":
+            raise
+        from zoo.errors import describe
+
+        print(f"error: {describe(error, sys.argv[1:])}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
         sys.exit(1)
 
 

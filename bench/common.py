@@ -3,11 +3,17 @@ FLOPs of a training step, a measured matmul peak, and the ``name=value`` report.
 
 Run the scripts from the repository root as modules (``python -m bench.throughput``); each takes
 ``--device cpu|cuda`` and ``--precision 32-true|bf16-mixed``.
+
+Two clocks time every step: wall time (``time.perf_counter``) and the CPU time of the process, all
+its threads (``time.process_time``). On a shared machine other processes stretch wall time by any
+factor, while the process's CPU time moves little; the ratios report both, take the CPU-time one as
+the headline where the work is on the CPU, and print their spread over interleaved rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -62,38 +68,105 @@ def autocast(device: str, precision: str) -> AbstractContextManager:
     return nullcontext()
 
 
+def clock_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--threads``: torch's CPU threads (default 1: a process of one thread neither spins waiting
+    for busy cores nor lends its CPU time to them, so its CPU time per step holds under load)."""
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return parser
+
+
+def clocks() -> tuple[float, float]:
+    """``(wall seconds, CPU seconds of this process)`` now."""
+    return time.perf_counter(), time.process_time()
+
+
 class StepTimer(L.Callback):
-    """Records the wall-clock time and batch size at the end of every training step."""
+    """Records the wall-clock time, the process's CPU time and the batch size at the end of every training step."""
 
     def __init__(self, device: str) -> None:
         self.device = device
         self.times: list[float] = []
+        self.cpu_times: list[float] = []
         self.sizes: list[int] = []
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def record(self, size: int) -> None:
         synchronize(self.device)
-        self.times.append(time.perf_counter())
-        self.sizes.append(int(args[1]["x"].shape[0]))
+        wall, cpu = clocks()
+        self.times.append(wall)
+        self.cpu_times.append(cpu)
+        self.sizes.append(size)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.record(int(args[1]["x"].shape[0]))
+
+    def rate(self, warmup: int) -> Rate:
+        return rate(self.times, self.sizes, warmup, self.cpu_times)
 
 
 @dataclass
 class Rate:
     """Timed steps: mean seconds per step, samples per second, and the median step (robust to a busy
-    machine's stalls, but blind to work done once per epoch)."""
+    machine's stalls, but blind to work done once per epoch), by wall time; and the mean and median
+    step by the process's CPU time (``nan`` where not recorded)."""
 
     seconds_per_step: float
     samples_per_s: float
     median_step: float
+    cpu_per_step: float = float("nan")
+    cpu_median_step: float = float("nan")
+
+    @property
+    def cpu_samples_per_s(self) -> float:
+        """Samples per CPU-second of the process."""
+        return self.samples_per_s * self.seconds_per_step / self.cpu_per_step
 
 
-def rate(times: Sequence[float], sizes: Sequence[int], warmup: int) -> Rate:
+def rate(times: Sequence[float], sizes: Sequence[int], warmup: int, cpu_times: Sequence[float] = ()) -> Rate:
     """From step-end times: the steps after the first ``warmup`` ones (the clock starts at step ``warmup``)."""
     if len(times) <= warmup + 1:
         raise ValueError(f"{len(times)} steps recorded; need more than warmup + 1 = {warmup + 1}")
     elapsed = times[-1] - times[warmup]
     steps = len(times) - 1 - warmup
     durations = [b - a for a, b in zip(times[warmup:], times[warmup + 1 :])]
-    return Rate(elapsed / steps, sum(sizes[warmup + 1 :]) / elapsed, statistics.median(durations))
+    measured = Rate(elapsed / steps, sum(sizes[warmup + 1 :]) / elapsed, statistics.median(durations))
+    if cpu_times:
+        cpu = [b - a for a, b in zip(cpu_times[warmup:], cpu_times[warmup + 1 :])]
+        measured.cpu_per_step = (cpu_times[-1] - cpu_times[warmup]) / steps
+        measured.cpu_median_step = statistics.median(cpu)
+    return measured
+
+
+@dataclass
+class Ratio:
+    """A ratio measured in interleaved rounds by both clocks: the CPU-time (headline) and wall-time
+    values and each clock's per-round ratios. The rounds alternate which side goes first, so each
+    pair of rounds ``(2k, 2k + 1)`` gives the geometric mean of its two per-round ratios, in which a
+    multiplicative advantage of going first (or second) cancels; the value is the median over pairs
+    (an odd last round counts alone)."""
+
+    cpu: float
+    wall: float
+    cpu_rounds: list[float]
+    wall_rounds: list[float]
+
+    def spread(self) -> str:
+        """One line: the per-round ratios' min / median / max for each clock."""
+        def span(values: list[float]) -> str:
+            return f"{min(values):.4g} / {statistics.median(values):.4g} / {max(values):.4g}"
+
+        return f"per-round ratio min / median / max: cpu {span(self.cpu_rounds)}; wall {span(self.wall_rounds)}"
+
+
+def ratio(numerators: Sequence[tuple[float, float]], denominators: Sequence[tuple[float, float]]) -> Ratio:
+    """The ratio of ``(cpu, wall)`` figures measured in the same rounds (order alternating by round)."""
+    cpu_rounds = [n[0] / d[0] for n, d in zip(numerators, denominators, strict=True)]
+    wall_rounds = [n[1] / d[1] for n, d in zip(numerators, denominators, strict=True)]
+    return Ratio(_paired(cpu_rounds), _paired(wall_rounds), cpu_rounds, wall_rounds)
+
+
+def _paired(per_round: Sequence[float]) -> float:
+    pairs = [math.sqrt(a * b) for a, b in zip(per_round[::2], per_round[1::2])]
+    return statistics.median(pairs + list(per_round[len(pairs) * 2 :]))
 
 
 def bench_overrides(device: str, precision: str, steps: int) -> list[str]:
@@ -103,12 +176,12 @@ def bench_overrides(device: str, precision: str, steps: int) -> list[str]:
         f"trainer.precision={precision}",
         f"trainer.max_steps={steps}",
         "trainer.max_epochs=-1",
-        "+trainer.limit_val_batches=0",
-        "+trainer.num_sanity_val_steps=0",
+        "++trainer.limit_val_batches=0",
+        "++trainer.num_sanity_val_steps=0",
         "trainer.enable_model_summary=false",
-        "~callbacks.checkpoint",
-        "~callbacks.progress",
-        "+trainer.enable_progress_bar=false",
+        "++callbacks.checkpoint=null",
+        "++callbacks.progress=null",
+        "++trainer.enable_progress_bar=false",
     ]
 
 
@@ -123,7 +196,7 @@ def fit_timed(method_overrides: Sequence[str], device: str, precision: str, step
         timer = StepTimer(device)
         built.trainer.callbacks.append(timer)
         built.trainer.fit(built.method, datamodule=built.datamodule)
-    return rate(timer.times, timer.sizes, warmup), built
+    return timer.rate(warmup), built
 
 
 def to_device(batch: Any, device: torch.device | str) -> Any:

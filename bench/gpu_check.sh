@@ -17,4 +17,5 @@ common=(--device cuda --precision bf16-mixed --warmup 20 --steps "$steps")
 python -m bench.mfu "${common[@]}" --methods dae diffusion jit moco
 python -m bench.mfu "${common[@]}"
 python -m bench.throughput "${common[@]}" --methods diffusion --rounds 5
+python -m bench.data --device cuda --precision bf16-mixed --seconds 1
 python -m bench.sampling --device cuda --precision bf16-mixed --samples 1024 --steps 5 --warmup 2

@@ -10,18 +10,22 @@ Overhead: the same method object and datamodule, trained alternately by Lightnin
 training step: forward, finite-loss check, logging, backward, optimizer step, epoch bookkeeping; no
 callbacks or loggers) and by a plain loop doing the same forward, backward and optimizer step on the
 same batches, ``--rounds`` times interleaved (alternating which goes first). The ratio is taken of
-the median step times (medians over steps, then over rounds: robust to other processes' stalls); the
-ratio of mean step times, which also carries Lightning's once-per-epoch work, is printed too.
+the median step times (median over steps in each round, then paired rounds as in ``bench.common.Ratio``:
+robust to other processes' stalls and to an advantage of going first); the ratio of mean step
+times, which also carries Lightning's once-per-epoch work, is printed too.
+Every step is timed by the process's CPU time and by wall time (``bench.common``):
+``lightning_overhead_ratio`` is the CPU-time ratio, the one that holds on a busy machine;
+``lightning_overhead_wall_ratio`` the wall-time one; the per-round spread of both is printed.
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from statistics import median
 
 import lightning as L
+import torch
 
 from bench.common import (
     Rate,
@@ -30,12 +34,12 @@ from bench.common import (
     autocast,
     available_methods,
     bench_overrides,
+    clock_options,
     compose_run,
     environment,
     fit_timed,
-    rate,
+    ratio,
     report,
-    synchronize,
     to_device,
 )
 
@@ -58,7 +62,7 @@ def lightning_block(method: L.LightningModule, datamodule: L.LightningDataModule
         num_sanity_val_steps=0,
     )
     trainer.fit(method, datamodule=datamodule)
-    return rate(timer.times, timer.sizes, args.warmup)
+    return timer.rate(args.warmup)
 
 
 def plain_block(method: L.LightningModule, datamodule: L.LightningDataModule, args) -> Rate:
@@ -67,8 +71,8 @@ def plain_block(method: L.LightningModule, datamodule: L.LightningDataModule, ar
     method.to(args.device).train()
     optimizer = method.optimizer_factory(params=method.learnable_params)
     loader = datamodule.train_dataloader()
-    times, sizes, epoch = [], [], 0
-    while len(times) < args.warmup + args.steps:
+    timer, epoch = StepTimer(args.device), 0
+    while len(timer.times) < args.warmup + args.steps:
         loader.sampler.set_epoch(epoch)
         for batch in loader:
             batch = to_device(batch, args.device)
@@ -77,31 +81,33 @@ def plain_block(method: L.LightningModule, datamodule: L.LightningDataModule, ar
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            synchronize(args.device)
-            times.append(time.perf_counter())
-            sizes.append(int(batch["x"].shape[0]))
-            if len(times) == args.warmup + args.steps:
+            timer.record(int(batch["x"].shape[0]))
+            if len(timer.times) == args.warmup + args.steps:
                 break
         epoch += 1
-    return rate(times, sizes, args.warmup)
+    return timer.rate(args.warmup)
 
 
 def main() -> None:
-    parser = arguments(__doc__.splitlines()[0], steps=20, warmup=3)
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved Lightning/plain rounds")
+    parser = clock_options(arguments(__doc__.splitlines()[0], steps=20, warmup=3))
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved Lightning/plain rounds (even)")
     parser.add_argument("--methods", nargs="*", default=available_methods())
     args = parser.parse_args()
+    if args.rounds < 2 or args.rounds % 2:
+        raise ValueError(f"--rounds={args.rounds}: give an even number >= 2, so each side goes first equally often")
+    torch.set_num_threads(args.threads)
     print(environment(args.device))
 
     rows, values = [], {}
     for name in args.methods:
         measured, built = fit_timed([f"method={name}"], args.device, args.precision, args.steps, args.warmup)
         batch = built.datamodule.batch_size
-        rows.append([name, batch, measured.seconds_per_step * 1e3, measured.samples_per_s])
+        rows.append([name, batch, measured.seconds_per_step * 1e3, measured.samples_per_s, measured.cpu_samples_per_s])
         values[f"{name}_train_samples_per_s"] = measured.samples_per_s
+        values[f"{name}_train_samples_per_cpu_s"] = measured.cpu_samples_per_s
     if rows:
         report(f"training throughput ({args.precision}, {args.steps} timed steps)",
-               ["method", "batch", "ms/step", "samples/s"], rows, values)
+               ["method", "batch", "ms/step", "samples/s", "samples/cpu-s"], rows, values)
 
     from zoo.train import build
 
@@ -116,19 +122,28 @@ def main() -> None:
         measured = {name: blocks[name](built.method, built.datamodule, args) for name in order}
         lightning.append(measured["lightning"])
         plain.append(measured["plain"])
-        rows.append([round_index, " then ".join(order), lightning[-1].median_step * 1e3, plain[-1].median_step * 1e3,
+        rows.append([round_index, " then ".join(order),
+                     lightning[-1].cpu_median_step * 1e3, plain[-1].cpu_median_step * 1e3,
+                     lightning[-1].median_step * 1e3, plain[-1].median_step * 1e3,
                      lightning[-1].seconds_per_step * 1e3, plain[-1].seconds_per_step * 1e3])
-    median_ratio = median(r.median_step for r in lightning) / median(r.median_step for r in plain)
-    mean_ratio = median(r.seconds_per_step for r in lightning) / median(r.seconds_per_step for r in plain)
+    medians = ratio([(r.cpu_median_step, r.median_step) for r in lightning], [(r.cpu_median_step, r.median_step) for r in plain])
+    means = ratio([(r.cpu_per_step, r.seconds_per_step) for r in lightning], [(r.cpu_per_step, r.seconds_per_step) for r in plain])
     values = {
+        "lightning_step_cpu_ms": median(r.cpu_median_step for r in lightning) * 1e3,
+        "plain_step_cpu_ms": median(r.cpu_median_step for r in plain) * 1e3,
         "lightning_step_ms": median(r.median_step for r in lightning) * 1e3,
         "plain_step_ms": median(r.median_step for r in plain) * 1e3,
-        "lightning_overhead_ratio": median_ratio,
-        "lightning_overhead_mean_step_ratio": mean_ratio,
+        "lightning_overhead_ratio": medians.cpu,
+        "lightning_overhead_wall_ratio": medians.wall,
+        "lightning_overhead_mean_step_ratio": means.cpu,
+        "lightning_overhead_mean_step_wall_ratio": means.wall,
     }
-    report("default diffusion step: Lightning vs a plain PyTorch loop (goal ratio <= 1.05)",
-           ["round", "order", "lightning median ms", "plain median ms", "lightning mean ms", "plain mean ms"],
+    report("default diffusion step: Lightning vs a plain PyTorch loop (goal ratio <= 1.05; headline: CPU time)",
+           ["round", "order", "lightning cpu ms", "plain cpu ms", "lightning wall ms", "plain wall ms",
+            "lightning mean wall ms", "plain mean wall ms"],
            rows, values)
+    print(f"median step: {medians.spread()}")
+    print(f"mean step: {means.spread()}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Under DDP every rank must call these functions together (they end in a collectiv
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -209,12 +210,43 @@ def extract_view_pairs(
 
 
 def batch_xy(batch: Any) -> tuple[Tensor, Tensor]:
-    """``(x, y)`` of a batch dict, or a ValueError naming the batch contract."""
-    if not (isinstance(batch, Mapping) and "x" in batch and "y" in batch):
-        raise ValueError(
-            f"probe loaders must yield batch dicts with `x` and `y` (y = -1 where unlabeled), got {type(batch).__name__}"
-        )
-    return batch["x"], batch["y"]
+    """``(x, y)`` of a batch dict with ``x`` and ``y`` or of an ``(x, y, ...)`` tuple or list, or a ValueError
+    naming both forms."""
+    if isinstance(batch, Mapping) and "x" in batch and "y" in batch:
+        return batch["x"], batch["y"]
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2 and all(isinstance(b, Tensor) for b in batch[:2]):
+        return batch[0], batch[1]
+    raise ValueError(
+        "probes read labeled batches: dicts with `x` and `y` or (x, y) tuples (y = -1 where unlabeled), "
+        f"got {type(batch).__name__}"
+    )
+
+
+def validates(trainer: L.Trainer, module: nn.Module) -> bool:
+    """Whether fitting runs a validation loop: the module has ``validation_step`` and batches are not
+    limited to 0."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    return is_overridden("validation_step", module, L.LightningModule) and trainer.limit_val_batches != 0
+
+
+class ValidationEndProbe(L.Callback):
+    """A callback whose work (``on_validation_epoch_end``) moves to train epoch end, said once on rank
+    zero, when the fit runs no validation loop; otherwise a module without validation would never be probed."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._at_train_end = not validates(trainer, pl_module)
+        if self._at_train_end and trainer.is_global_zero:
+            print(
+                f"{type(self).__name__}: this fit runs no validation (no validation_step, or limit_val_batches=0), "
+                "so it runs at train epoch end instead",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(self, "_at_train_end", False):
+            self.on_validation_epoch_end(trainer, pl_module)
 
 
 def require_embed(module: nn.Module, embed_fn: EmbedFn | None, owner: str) -> None:

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from callbacks.features import (
     EmbedFn,
+    ValidationEndProbe,
     check_every_n_epochs,
     probe_due,
     probe_loaders,
@@ -19,8 +20,9 @@ from callbacks.features import (
 )
 
 
-class FrozenFeatureProbe(L.Callback):
-    """Logs ``{prefix}/{metric}`` = ``score(train_feats, train_y, val_feats, val_y)`` at validation epoch end.
+class FrozenFeatureProbe(ValidationEndProbe):
+    """Logs ``{prefix}/{metric}`` = ``score(train_feats, train_y, val_feats, val_y)`` at validation epoch end
+    (at train epoch end, said once, when the fit runs no validation loop).
 
     Every ``every_n_epochs`` epochs (and at the last epoch) features of the probe train and val splits
     (the datamodule's ``probe_dataloaders()`` or ``loaders``) are extracted through ``embed(x,

@@ -33,14 +33,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from callbacks.features import check_every_n_epochs, gather_objects, probe_due
+from callbacks.features import ValidationEndProbe, check_every_n_epochs, gather_objects, probe_due
 from callbacks.frechet_distance import (
     GaussianStats,
     check_feature_pair,
@@ -150,7 +149,7 @@ def conditional_classes(module: Samples, sample_kwargs: Mapping[str, Any]) -> in
     return num_classes if "y" in inspect.signature(module.sample).parameters else 0
 
 
-class GenerativeMetrics(Callback):
+class GenerativeMetrics(ValidationEndProbe):
     """Fréchet distance, KID, k-NN precision/recall, class accuracy, memorization ratio and manifold distance.
 
     At every ``every_n_epochs``-th validation epoch end (and the last), ``n_samples`` samples are drawn

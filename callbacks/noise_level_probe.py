@@ -13,7 +13,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from callbacks.features import (
     EmbedFn,
+    ValidationEndProbe,
     accepts_keyword,
     batch_xy,
     check_every_n_epochs,
@@ -34,6 +34,7 @@ from callbacks.features import (
     require_embed,
     seeded,
 )
+from callbacks.figures import show
 from callbacks.linear_probe import linear_probe_accuracy
 
 DEFAULT_LEVELS = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
@@ -84,13 +85,13 @@ def curve_figure(levels: Sequence[float], accuracies: Sequence[float], shape: st
     return figure
 
 
-class NoiseLevelProbe(L.Callback):
+class NoiseLevelProbe(ValidationEndProbe):
     """Linear probe of ``embed(x, t=level)`` at each of ``levels``, at validation epoch end.
 
     Logs ``{prefix}/top1_t{level:g}`` per level, ``{prefix}/best_t`` (ties go to the cleaner level),
     ``{prefix}/best_top1``,
     ``{prefix}/unimodal`` and ``{prefix}/monotone`` (0/1, see ``curve_shape``), and the curve as a
-    figure ``{prefix}/curve`` to every TensorBoard logger (rank zero). Runs every ``every_n_epochs``
+    figure ``{prefix}/curve`` to every TensorBoard logger, or a PNG under the run folder's ``figures/`` (rank zero). Runs every ``every_n_epochs``
     epochs and at the last epoch. For each level, the probe train/val features are extracted with
     torch's RNG seeded per batch (``seed + batch index``), so the noise the module draws inside
     ``embed`` is the same at every level, on every run and at every world size.
@@ -142,6 +143,7 @@ class NoiseLevelProbe(L.Callback):
         probe_loaders(trainer, self.loaders, "NoiseLevelProbe")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
         self._check_t_changes_features(trainer, pl_module)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -194,7 +196,4 @@ class NoiseLevelProbe(L.Callback):
         pl_module.log(f"{self.prefix}/monotone", float(shape == "monotone"), sync_dist=False)
         rank_zero_info(f"NoiseLevelProbe epoch {trainer.current_epoch}: {shape}, best t={self.levels[best]:g}")
         if trainer.is_global_zero:
-            figure = curve_figure(self.levels, accuracies, shape)
-            for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_figure(f"{self.prefix}/curve", figure, trainer.global_step, close=False)
+            show(trainer, f"{self.prefix}/curve", curve_figure(self.levels, accuracies, shape), "NoiseLevelProbe")

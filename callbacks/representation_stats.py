@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from callbacks.features import (
     EmbedFn,
+    ValidationEndProbe,
     check_every_n_epochs,
     extract_features,
     extract_view_pairs,
@@ -122,7 +123,7 @@ def representation_stats(features: Tensor) -> dict[str, float]:
     }
 
 
-class RepresentationStats(L.Callback):
+class RepresentationStats(ValidationEndProbe):
     """Logs ``{prefix}/<statistic>`` of the probe features at validation epoch end (no labels needed).
 
     Statistics (see the functions above): ``normalized_std``, ``sample_std``, ``feature_std``,

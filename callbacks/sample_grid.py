@@ -2,7 +2,8 @@
 
 The module is reached only through ``sample(n, **kw)`` (the ``Samples`` protocol). Every rank draws
 the same seeded samples (a sharded model, FSDP, needs every rank in the forward pass) and rank zero
-writes them. Without a TensorBoard logger the callback does nothing.
+writes them: to TensorBoard, or without a TensorBoard logger as PNG files
+under the run folder's ``figures/`` (``callbacks.figures.show``).
 """
 
 from __future__ import annotations
@@ -13,21 +14,20 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.seed import isolate_rng
 from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from callbacks.features import check_every_n_epochs, probe_due
+from callbacks.features import ValidationEndProbe, check_every_n_epochs, probe_due
+from callbacks.figures import show
 from callbacks.protocols import ProbeData, Samples
 
 Projection = Tensor | Sequence[Sequence[float]] | str
 
 
-class SampleGrid(Callback):
-    """At validation epoch end, ``pl_module.sample(n, **sample_kwargs)`` logged to TensorBoard.
+class SampleGrid(ValidationEndProbe):
+    """At validation epoch end, ``pl_module.sample(n, **sample_kwargs)`` shown (``callbacks.figures.show``).
 
     Images ``B,C,H,W`` in [-1, 1] become one ``make_grid`` image (tag ``{tag}/grid``); vectors ``B,D``
     a scatter (tag ``{tag}/scatter``) of their first two coordinates, or of ``x @ projection`` when a
@@ -66,8 +66,7 @@ class SampleGrid(Callback):
             )
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not writers or not probe_due(trainer, self.every_n_epochs):
+        if not probe_due(trainer, self.every_n_epochs):
             return
         with isolate_rng(), torch.no_grad():
             torch.manual_seed(self.seed)
@@ -76,13 +75,10 @@ class SampleGrid(Callback):
             return
         if samples.ndim == 4:
             grid = make_grid((samples.clamp(-1, 1) + 1) / 2, nrow=math.ceil(math.sqrt(len(samples))))
-            for writer in writers:
-                writer.add_image(f"{self.tag}/grid", grid, global_step=trainer.global_step)
+            show(trainer, f"{self.tag}/grid", grid, "SampleGrid")
         elif samples.ndim == 2:
-            data = self._data(trainer)
-            for writer in writers:
-                figure = self.scatter(samples, data, self._projection_matrix(trainer))
-                writer.add_figure(f"{self.tag}/scatter", figure, global_step=trainer.global_step)
+            figure = self.scatter(samples, self._data(trainer), self._projection_matrix(trainer))
+            show(trainer, f"{self.tag}/scatter", figure, "SampleGrid")
         else:
             raise ValueError(
                 "SampleGrid shows images B,C,H,W or vectors B,D; "

@@ -12,12 +12,12 @@ from collections.abc import Callable
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
 from callbacks.features import (
+    ValidationEndProbe,
     batch_xy,
     check_every_n_epochs,
     gather_objects,
@@ -25,6 +25,7 @@ from callbacks.features import (
     probe_loaders,
     shard_batches,
 )
+from callbacks.figures import show
 
 WeightFn = Callable[[L.LightningModule], Tensor]
 """A user's accessor of the first-layer weight ``units x input dim``, called as ``weight_fn(module)``."""
@@ -99,14 +100,15 @@ def image_shape(sample_shape: tuple[int, ...]) -> tuple[int, int, int]:
     raise ValueError(f"WeightGrid draws rows of vector or image data, not samples of shape {sample_shape}")
 
 
-class WeightGrid(L.Callback):
+class WeightGrid(ValidationEndProbe):
     """Shows the ``n_rows`` largest-norm first-layer weight rows as images and scores the top ``top_k``.
 
     At validation epoch end (every ``every_n_epochs`` epochs and the last), the weight (``weight``: a
     dotted attribute name such as ``"weight"`` or ``"encoder.weight"``, or a function ``module ->
     weight``) is read as ``units x D``; rows are ranked by L2 norm, the first ``n_rows`` are reshaped to
     the data's image shape (that of the probe train split's ``x``; vectors as 1-pixel strips) and logged as one image grid
-    ``{prefix}/rows`` (each row scaled to its own range) to every TensorBoard logger. For the first
+    ``{prefix}/rows`` (each row scaled to its own range) to every TensorBoard logger (without one, a PNG
+    under the run folder's ``figures/``). For the first
     ``top_k`` rows the maximum cosine similarity to the probe train images is logged as
     ``{prefix}/max_cos_<i>`` (``i = 0`` the largest norm) and their mean as ``{prefix}/max_cos_mean``.
     The similarity is maximised over each rank's share of the images and then over ranks, so it does
@@ -163,9 +165,7 @@ class WeightGrid(L.Callback):
             shown = order[: self.n_rows]
             images = weight[shown].reshape(len(shown), *image_shape(tuple(x.shape[1:])))
             grid = make_grid(images.float(), nrow=self.grid_columns, normalize=True, scale_each=True, pad_value=1.0)
-            for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_image(f"{self.prefix}/rows", grid, trainer.global_step)
+            show(trainer, f"{self.prefix}/rows", grid, "WeightGrid")
 
     @staticmethod
     def _max_cosine(rows: Tensor, loader: DataLoader, mean: Tensor | None = None) -> Tensor:

@@ -10,7 +10,6 @@ official test split is the test set.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -23,25 +22,24 @@ from torch.utils.data import Dataset
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms.v2 import functional as TF
 
-from datamodules.base import ZooDataModule
+from datamodules.base import TensorSamples, ZooDataModule
+from datamodules.safe_pickle import safe_load
 from datamodules.splits import split_indices
 
 Read = TypeVar("Read")
 
 
-class ByteImages(Dataset):
-    """uint8 images ``N,C,H,W`` with long labels, served as ``(x01 float in [0, 1], y)``."""
+class ByteImages(TensorSamples):
+    """uint8 images ``N,C,H,W`` with long labels, served as ``(x01 float in [0, 1], y)``; held as
+    bytes (a quarter of the floats, on the host or the accelerator) and converted per batch."""
 
     def __init__(self, images: Tensor, labels: Tensor) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images, self.labels = images, labels
+        super().__init__(images, labels)
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index].float() / 255, self.labels[index]
+    def unit(self, x: Tensor) -> Tensor:
+        return x.float() / 255
 
 
 class _OfficialImageSet(ZooDataModule):
@@ -158,7 +156,8 @@ class CIFAR10(_OfficialImageSet):
     which rejects a faithful re-export of the data (or a small file in the same format) as
     "not found or corrupted" without naming a file. The md5 guards the download, so downloading
     stays with torchvision (which checks the archive's md5); reading checks what a reader needs
-    instead: each of ``data_batch_1..5`` and ``test_batch`` exists, unpickles, and holds
+    instead: each of ``data_batch_1..5`` and ``test_batch`` exists, unpickles with
+    ``datamodules.safe_pickle`` (numpy arrays and plain containers only: a crafted file runs no code), and holds
     ``data`` (uint8 rows of 3072 = 3x32x32) and as many ``labels`` in [0, 9]. A file that fails is
     named in the error. ``batches.meta`` (class names) is not needed.
     """
@@ -181,8 +180,7 @@ class CIFAR10(_OfficialImageSet):
 
 
 def _read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
-    with open(path, "rb") as file:
-        entry = pickle.load(file, encoding="latin1")
+    entry = safe_load(path, encoding="latin1")
     data = np.asarray(entry["data"])
     labels = torch.as_tensor(entry["labels"], dtype=torch.long)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:

@@ -9,6 +9,10 @@ get crop, brightness/contrast jitter, blur (and solarize) only.
 
 Horizontal flips are part of both MoCo recipes, but digits and letters are not flip-invariant;
 the ``*_noflip`` recipe names drop the flip and keep everything else.
+
+Each recipe also comes batched (``batched_single_view``, ``batched_two_views``): the same
+distributions as ``datamodules.batched_views`` ops on a whole batch ``B,C,H,W``, which the
+in-memory datamodules apply where their data lives (the accelerator, when the trainer has one).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor
 from torchvision.transforms import v2
+
+from datamodules.batched_views import BatchedView, ColorJitter, flip_only
 
 Transform = Callable[[Tensor], Tensor]
 
@@ -37,6 +43,11 @@ def single_view(name: str | None, shape: Sequence[int]) -> Transform | None:
     return v2.RandomHorizontalFlip(p=0.5)
 
 
+def batched_single_view(name: str | None, shape: Sequence[int]) -> BatchedView | None:
+    """``single_view``'s recipe as a batched op (per-image flips)."""
+    return None if single_view(name, shape) is None else flip_only(0.5)
+
+
 def two_views(name: str, shape: Sequence[int]) -> list[Transform]:
     """The two SSL view transforms ``data.views`` (``mocov2``, ``mocov3`` and their ``_noflip`` forms).
 
@@ -48,6 +59,18 @@ def two_views(name: str, shape: Sequence[int]) -> list[Transform]:
     ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2, flip; view 1 blurs with p 1.0,
     view 2 blurs with p 0.1 and solarizes with p 0.2.
     """
+    recipes = _two_view_recipes(name, shape)
+    view = _moco_view(shape, **recipes[0])
+    return [view, view] if recipes[0] == recipes[1] else [view, _moco_view(shape, **recipes[1])]
+
+
+def batched_two_views(name: str, shape: Sequence[int]) -> list[BatchedView]:
+    """``two_views``' recipes as batched ops: per-image crop, jitter, grayscale, blur, solarize and flip."""
+    return [_batched_moco_view(shape, **recipe) for recipe in _two_view_recipes(name, shape)]
+
+
+def _two_view_recipes(name: str, shape: Sequence[int]) -> list[dict]:
+    """The keyword arguments of the two views of recipe ``name``."""
     if name not in TWO_VIEW_RECIPES:
         raise ValueError(
             f"data.views={name!r} is not a known recipe; use one of {list(TWO_VIEW_RECIPES)} or null"
@@ -55,17 +78,33 @@ def two_views(name: str, shape: Sequence[int]) -> list[Transform]:
     _require_image(shape, "data.views", name)
     flip = not name.endswith("_noflip")
     if name.startswith("mocov2"):
-        view = _moco_view(shape, crop_min=0.2, saturation=0.4, blur_p=0.5, solarize_p=0.0, flip=flip)
+        view = {"crop_min": 0.2, "saturation": 0.4, "blur_p": 0.5, "solarize_p": 0.0, "flip": flip}
         return [view, view]
     return [
-        _moco_view(shape, crop_min=0.08, saturation=0.2, blur_p=1.0, solarize_p=0.0, flip=flip),
-        _moco_view(shape, crop_min=0.08, saturation=0.2, blur_p=0.1, solarize_p=0.2, flip=flip),
+        {"crop_min": 0.08, "saturation": 0.2, "blur_p": 1.0, "solarize_p": 0.0, "flip": flip},
+        {"crop_min": 0.08, "saturation": 0.2, "blur_p": 0.1, "solarize_p": 0.2, "flip": flip},
     ]
 
 
 def blur_kernel_size(side: int) -> int:
     """An odd Gaussian blur kernel of about 10% of the image side, at least 3 (23 at 224 px)."""
     return max(3, 2 * round(side / 20) + 1)
+
+
+def _batched_moco_view(
+    shape: Sequence[int], crop_min: float, saturation: float, blur_p: float, solarize_p: float, flip: bool
+) -> BatchedView:
+    channels, height, width = shape
+    color = channels == 3
+    return BatchedView(
+        crop_scale=(crop_min, 1.0),
+        jitter=ColorJitter(0.4, 0.4, saturation if color else 0.0, 0.1 if color else 0.0, p=0.8),
+        grayscale_p=0.2 if color else 0.0,
+        blur_kernel=blur_kernel_size(min(height, width)),
+        blur_p=blur_p,
+        solarize_p=solarize_p,
+        flip_p=0.5 if flip else 0.0,
+    )
 
 
 def _moco_view(

@@ -15,6 +15,9 @@ from zoo.train import build
 GROUPS = ["data", "method", "net", "encoder", "trainer", "callbacks", "logger", "experiment"]
 # Options that need something from outside the config to instantiate (a checkpoint path).
 NEEDS = {("encoder", "zoo"): "a checkpoint; built in tests/test_encoders.py"}
+NEEDS[("method", "rae")] = "a frozen encoder with patch tokens; built in tests/test_rae.py"
+NEEDS[("method", "repa")] = "a frozen encoder; built in tests/test_repa.py"
+NEEDS[("method", "vavae")] = "a frozen encoder whose grid meets the latent's; built in tests/test_vae.py"
 if not torch.cuda.is_available():
     NEEDS[("trainer", "fsdp")] = "FSDP needs a GPU"
 

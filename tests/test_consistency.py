@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import compose_config
 from hydra.errors import InstantiationException
+from torch import nn
 
 from zoo.diffusion import heun_step
 from zoo.loading import load_method
@@ -23,7 +25,7 @@ from zoo.methods.consistency import (
     lognormal_index_probs,
     pseudo_huber,
 )
-from zoo.train import build, main
+from zoo.train import build, fit, main
 
 CKPT = ["trainer=debug", "callbacks=default", "~callbacks.progress", "~callbacks.lr_monitor", "~logger"]
 TINY = ["trainer=debug", "callbacks=none", "~logger"]
@@ -310,3 +312,154 @@ def test_ct_loss_is_the_distance_between_adjacent_noise_levels_with_shared_eps(t
 def test_a_curriculum_is_refused_when_distilling(tmp_path: Path, teacher_ckpt: Path) -> None:
     with pytest.raises(REFUSED, match="curriculum='cm' is CT's.*mode=train"):
         cd(tmp_path, f"method.teacher={teacher_ckpt}", "method.curriculum=cm")
+
+
+# --- shared dropout RNG -------------------------------------------------------------------------------
+
+
+def record_dropout(module: nn.Module, masks: list[torch.Tensor]) -> None:
+    """Make ``module``'s output go through dropout (p 0.5) drawn from the global RNG, recording each mask."""
+
+    def hook(_: nn.Module, __: tuple, output: torch.Tensor) -> torch.Tensor:
+        mask = torch.rand_like(output) >= 0.5
+        masks.append(mask)
+        return output * mask * 2
+
+    module.register_forward_hook(hook)
+
+
+def test_online_and_target_draw_the_same_dropout_masks(tmp_path: Path) -> None:
+    """No zoo net has dropout, so a hook adds it to the same layer of the online and the target net."""
+    method = ct(tmp_path, "method.steps=5").train()
+    online, target = [], []
+    name, layer = next((n, m) for n, m in method.student.net.named_modules() if isinstance(m, nn.Linear))
+    record_dropout(layer, online)
+    record_dropout(dict(method.target.net.named_modules())[name], target)
+    batch = {"x": torch.rand(6, *method.shape) * 2 - 1, "y": torch.full((6,), -1)}
+    for _ in range(2):
+        method.losses(batch)
+    assert len(online) == len(target) == 2
+    for ours, theirs in zip(online, target):
+        assert torch.equal(ours, theirs)
+    assert not torch.equal(online[0], online[1]), "the RNG did not move between steps: the check proves nothing"
+
+
+# --- exact resume after a kill --------------------------------------------------------------------------
+
+
+class Killed(RuntimeError):
+    """What ``KillAtEpoch`` raises: the run dies as a killed process would, after its last checkpoint."""
+
+
+class KillAtEpoch(L.Callback):
+    """Test helper: the run raises ``Killed`` at the start of epoch ``epoch`` (null: never); every run
+    appends the global step it starts training at to ``STARTS``."""
+
+    def __init__(self, epoch: int | None) -> None:
+        self.epoch = epoch
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        STARTS.append(trainer.global_step)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise Killed(f"killed at epoch {self.epoch}")
+
+
+STARTS: list[int] = []
+
+RESUMABLE = [
+    "callbacks=generative", "~callbacks.generative", "~callbacks.samples", "~callbacks.progress",
+    "~callbacks.lr_monitor", "callbacks.ema.update_starting_at_step=2", "~logger", "trainer.max_epochs=4",
+    "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1", "+trainer.num_sanity_val_steps=0",
+    "+test=false", "data.batch_size=32",
+]
+
+
+@pytest.mark.parametrize("variant", ["ct", "cd"])
+def test_a_run_killed_midway_resumes_to_the_weights_of_an_unbroken_one(
+    tmp_path: Path, teacher_ckpt: Path, variant: str
+) -> None:
+    """Online, target (momentum 0.9, or CT's mu(k)) and EMA weights and the step-dependent N(k) all continue."""
+    mode = (
+        ["method.mode=train", "method.curriculum=cm", "method.s1=20"]
+        if variant == "ct"
+        else ["method.mode=distill", f"method.teacher={teacher_ckpt}", "method.momentum=0.9", "method.steps=6"]
+    )
+    overrides = ["method=consistency", *NET, *mode, *RESUMABLE]
+    kill = f"+callbacks.kill={{_target_:{__name__}.KillAtEpoch,epoch:2}}"
+    STARTS.clear()
+    with pytest.raises(Killed):
+        fit(compose_config([*overrides, kill], tmp_path / "resumed"))
+    last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
+    watch = f"+callbacks.kill={{_target_:{__name__}.KillAtEpoch,epoch:null}}"
+    fit(compose_config([*overrides, watch, "resume=auto"], tmp_path / "resumed"))
+    assert STARTS == [0, 6], "the second run did not continue from the checkpoint"
+    fit(compose_config(overrides, tmp_path / "unbroken"))
+    unbroken, resumed = (
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        for run in ("unbroken", "resumed")
+    )
+    assert resumed["global_step"] == unbroken["global_step"] == 12
+    for key in ("state_dict", "current_model_state"):
+        assert unbroken[key].keys() == resumed[key].keys()
+        different = [name for name in unbroken[key] if not torch.equal(unbroken[key][name], resumed[key][name])]
+        assert not different, f"{key} differs: {different}"
+    assert any(name.startswith("target.") for name in resumed["state_dict"])
+    if variant == "ct":
+        method = load_method(last, expect=Consistency)
+        assert method.discretization(step=12) == cm_discretization(12, 12, 2, 20) == 21
+
+
+# --- the 2-D toy: one CD step against the teacher's ODE ---------------------------------------------------
+
+TOY = ["data=manifold", "data.kind=gmm", "net=mlp", "~callbacks.progress", "~callbacks.lr_monitor", "~logger",
+       "+test=false", "+trainer.limit_val_batches=1", "+trainer.num_sanity_val_steps=0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cd_one_step_lands_near_the_teacher_ode_endpoint_on_the_2d_mixture(tmp_path: Path, seed: int) -> None:
+    """An EDM teacher on the 8-mode mixture, then CD (N 18, Heun, l2, mu 0.9): from the same initial noise, one
+    CD step lands within 10% of the data's spread (RMS distance to the mean) of the teacher's 64-step Heun
+    ODE endpoint, where the teacher's own single Euler step is ~80% away."""
+    toy = [*TOY, f"seed={seed}"]
+    teacher_ckpt = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
+    fit(compose_config([*EDM_DIFFUSION, "callbacks=default", "trainer.max_epochs=20", *toy], tmp_path / "teacher"))
+    fit(compose_config(
+        ["method=consistency", "callbacks=generative", "~callbacks.generative", "~callbacks.samples", *toy,
+         "method.mode=distill", f"method.teacher={teacher_ckpt}", "method.momentum=0.9", "method.optimizer.lr=1e-3",
+         "data.batch_size=512", "trainer.max_epochs=40"],
+        tmp_path / "cd",
+    ))
+    teacher = load_method(teacher_ckpt)
+    student = load_method(tmp_path / "cd" / "checkpoints" / "last.ckpt", expect=Consistency)
+    ode = teacher.sample(4000, generator=torch.Generator().manual_seed(1), name="heun", steps=64)
+    euler = teacher.sample(4000, generator=torch.Generator().manual_seed(1), name="euler", steps=1)
+    one = student.sample(4000, steps=1, generator=torch.Generator().manual_seed(1))
+    datamodule = build(compose_config(["method=diffusion", "callbacks=default", *toy], tmp_path / "data")).datamodule
+    datamodule.setup("fit")
+    x = datamodule.train_tensor()[0]
+    spread = (x - x.mean(0)).pow(2).sum(1).mean().sqrt()
+    assert (one - ode).norm(dim=1).mean() / spread < 0.10
+    assert (euler - ode).norm(dim=1).mean() / spread > 0.5
+
+
+@pytest.mark.parametrize("prediction", ["x", "eps"])
+def test_a_student_from_the_teacher_starts_at_the_teachers_clean_estimate(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, prediction: str
+) -> None:
+    """F is EDM's preconditioned output read off the denoiser, so f = x_hat up to O(sigma_min / sigma) at init,
+    whatever the teacher predicts; exactly z at t_max all the same."""
+    edm = [*EDM_DIFFUSION, f"method.prediction={prediction}", f"method.loss_space={prediction}", *NET]
+    path = trained(tmp_path_factory, f"teacher_{prediction}", *edm)
+    method = cd(tmp_path, f"method.teacher={path}").eval()
+    assert method.student.prediction == prediction
+    teacher = load_method(path)
+    z = 5 * torch.randn(4, *method.shape)
+    t = torch.full((4,), 0.3)  # sigma ~ 7
+    with torch.no_grad():
+        torch.testing.assert_close(method(z, t), teacher.denoise(z, t), rtol=0, atol=5e-3)
+        ends = torch.full((4,), method.schedule.t_max)
+        assert torch.equal(method(z, ends), z)

@@ -97,7 +97,11 @@ def test_weight_grid_center_compares_rows_with_centred_images(tmp_path) -> None:
 def test_dae_memorization_config_runs_n5_against_all() -> None:
     cfg = compose_run(["experiment=dae_memorization"])
     assert list(cfg.study.runs) == ["5", "1437"]
-    assert dict(cfg.study.report) == {"max_cos": "weights/max_cos_mean", "std": "stats/sample_std", "l4_l2": "stats/l4_l2"}
+    report = dict(cfg.study.report)
+    assert {k: report[k] for k in ("max_cos", "std", "l4_l2")} == {
+        "max_cos": "weights/max_cos_mean", "std": "stats/sample_std", "l4_l2": "stats/l4_l2"
+    }
+    assert report["auc_std"] == "detect/auc_std" and cfg.callbacks.detector._target_ == "callbacks.MemorizationDetector"
     assert cfg.method.center and cfg.callbacks.weights.center
     assert cfg.callbacks.stats.split == "train"
     few = compose_run(["experiment=dae_memorization", *cfg.study.runs["5"]])
@@ -108,7 +112,8 @@ def test_dae_memorization_config_runs_n5_against_all() -> None:
 
 def test_rep_dynamics_config_probes_ten_levels_of_a_memorizing_and_a_generalizing_run() -> None:
     cfg = compose_run(["experiment=rep_dynamics"])
-    assert list(cfg.study.runs) == ["50", "1437"]
+    assert list(cfg.study.runs) == ["50", "200", "1437"]
+    assert len(cfg.study.seeds) >= 3 and len(cfg.study.models) == 2
     levels = list(cfg.callbacks.noise_probe.levels)
     assert len(levels) == 10
     report = dict(cfg.study.report)

@@ -164,10 +164,11 @@ def test_manifold_distance_is_the_mean_distance_of_the_samples() -> None:
     assert metrics.evaluate(trainer, module) == {"manifold_distance": pytest.approx(0.375)}
 
 
-def test_csv_logger_alone_gets_no_grid_and_no_crash(tmp_path: Path) -> None:
+def test_csv_logger_alone_gets_the_grid_as_png(tmp_path: Path) -> None:
     data = TinyData(IMAGE_SHAPE)
-    fit(NoisyCopies(data.x), data, [SampleGrid(n=4)], CSVLogger(tmp_path))
+    fit(NoisyCopies(data.x), data, [SampleGrid(n=4)], CSVLogger(tmp_path, name="", version=""))
     assert not list(tmp_path.rglob("events.out.tfevents*"))
+    assert (tmp_path / "figures" / "samples" / "grid" / "1.png").is_file()
 
 
 def test_precision_recall_is_one_on_identical_sets_and_zero_far_apart() -> None:

@@ -63,7 +63,7 @@ def test_unknown_group_choice_lists_the_options(tmp_path: Path) -> None:
 def test_misspelt_key_is_named_before_training(tmp_path: Path) -> None:
     result = run_py("trainer.max_step=3", f"hydra.run.dir={tmp_path / 'r'}")
     assert result.returncode != 0
-    assert "max_step" in result.stderr and "not in struct" in result.stderr
+    assert "trainer.max_step is not a key" in result.stderr and "did you mean trainer.max_steps" in result.stderr
     assert not (tmp_path / "r").exists()
 
 

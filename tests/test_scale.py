@@ -338,12 +338,12 @@ def test_resume_with_ema_equals_an_unbroken_run(tmp_path: Path, make_config) -> 
 def test_resume_auto_takes_the_newest_checkpoint_of_the_run_folder(tmp_path: Path) -> None:
     assert resume_path("auto", tmp_path) is None
     last, preempted = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
-    atomic_torch_save({"epoch": 0}, last)
+    atomic_torch_save({"global_step": 4}, last)
     assert resume_path("auto", tmp_path) == str(last)
-    atomic_torch_save({"epoch": 1}, preempted)
-    os.utime(last, (1, 1))
-    assert resume_path("auto", tmp_path) == str(preempted)
+    atomic_torch_save({"global_step": 6}, preempted)
     os.utime(preempted, (0, 0))
+    assert resume_path("auto", tmp_path) == str(preempted)
+    atomic_torch_save({"global_step": 8}, last)
     assert resume_path("auto", tmp_path) == str(last)
 
 

@@ -3,7 +3,9 @@
 Every folder under LOGDIR holding ``metrics.json`` (written by ``zoo.train.fit``) or TensorBoard
 event files is a run. One row per run: method, data, the overrides that set it apart, and its
 final metrics; the best value of each column is highlighted (lower is better for losses,
-distances, FID/KID and memorization, higher for everything else).
+distances, FID/KID and memorization, higher for everything else). A folder whose files cannot be
+read (a corrupt ``metrics.json`` or ``run.json``, unreadable events) does not stop the table: it is
+listed below it with the reason.
 """
 
 from __future__ import annotations
@@ -30,13 +32,24 @@ class Run:
 
 
 def find_runs(logdir: str | Path) -> list[Run]:
-    """Every run under ``logdir``, sorted by path."""
+    """Every readable run under ``logdir``, sorted by path (``scan`` also gives the broken folders)."""
+    return scan(logdir)[0]
+
+
+def scan(logdir: str | Path) -> tuple[list[Run], dict[Path, str]]:
+    """The readable runs under ``logdir`` sorted by path, and ``{folder: reason}`` for those that are not."""
     root = Path(logdir)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such folder; pass the logs root, e.g. `python -m zoo.compare logs`")
     folders = {p.parent for p in root.rglob("metrics.json")}
     folders |= {p.parent for p in root.rglob("events.out.tfevents.*") if not (p.parent / "metrics.json").exists()}
-    return [read_run(folder) for folder in sorted(folders)]
+    runs, broken = [], {}
+    for folder in sorted(folders):
+        try:
+            runs.append(read_run(folder))
+        except Exception as error:  # any unreadable file: the folder is reported, the rest still compared
+            broken[folder] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return runs, broken
 
 
 def read_run(folder: Path) -> Run:
@@ -44,12 +57,24 @@ def read_run(folder: Path) -> Run:
     run = Run(folder)
     info = folder / "run.json"
     if info.exists():
-        meta = json.loads(info.read_text())
+        meta = _json(info, dict)
         run.method, run.data = meta.get("method", "?"), meta.get("data", "?")
         run.overrides = list(meta.get("overrides", []))
     metrics = folder / "metrics.json"
-    run.metrics = json.loads(metrics.read_text()) if metrics.exists() else last_scalars(folder)
+    run.metrics = _json(metrics, dict) if metrics.exists() else last_scalars(folder)
+    if not all(isinstance(v, (int, float)) for v in run.metrics.values()):
+        raise ValueError(f"{metrics.name} holds values that are not numbers")
     return run
+
+
+def _json(path: Path, kind: type) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path.name} is not readable JSON ({error})") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{path.name} holds a {type(value).__name__}, not an object")
+    return value
 
 
 def last_scalars(folder: Path) -> dict[str, float]:
@@ -118,15 +143,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as markdown to FILE")
     args = parser.parse_args(argv)
     root = Path(args.logdir)
-    runs = find_runs(root)
+    runs, broken = scan(root)
     console = Console()
     if not runs:
-        console.print(f"no runs under {root} (a run folder holds metrics.json or TensorBoard events)")
-        return
-    console.print(table(runs, root))
-    if args.markdown:
-        Path(args.markdown).write_text(markdown(runs, root))
-        console.print(f"markdown written to {args.markdown}")
+        console.print(f"no readable runs under {root} (a run folder holds metrics.json or TensorBoard events)")
+    else:
+        console.print(table(runs, root))
+        if args.markdown:
+            Path(args.markdown).write_text(markdown(runs, root))
+            console.print(f"markdown written to {args.markdown}")
+    for folder, reason in broken.items():
+        console.print(f"broken run {label(Run(folder), root)}: {reason}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

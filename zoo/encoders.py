@@ -63,10 +63,12 @@ class FrozenEncoder(nn.Module):
         """Stays in eval mode whatever ``mode`` says (BN statistics and dropout stay frozen)."""
         return super().train(False)
 
-    def prepare(self, x: Tensor) -> Tensor:
-        """Resize, repeat gray to color, and normalise ``x`` as the encoder expects."""
-        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", antialias=True, align_corners=False)
+    def prepare(self, x: Tensor, input_size: Sequence[int] | None = None) -> Tensor:
+        """Resize (to ``input_size``, default the encoder's own), repeat gray to color, and normalise ``x``
+        as the encoder expects."""
+        size = self.input_size if input_size is None else tuple(input_size)
+        if size is not None and tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         if self.in_chans is not None and x.shape[1] != self.in_chans:
             if x.shape[1] != 1:
                 raise ValueError(
@@ -81,6 +83,23 @@ class FrozenEncoder(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         features = self.backbone.forward_features(self.prepare(x))
         return feature_tokens(self.backbone, features), self.backbone.forward_head(features, pre_logits=True)
+
+    def feature_map(self, x: Tensor, stage: int | None = None, input_size: Sequence[int] | None = None) -> Tensor:
+        """The spatial features ``[B, D, h, w]`` after ``stage``: an index of timm's ``forward_intermediates``
+        (a ResNet's 0 = stem, 1-4 = layer1-4; a ViT's block, prefix tokens dropped; None = the last).
+
+        An earlier stage keeps a finer grid (a ResNet's last map is 1x1 on 8 px digits); ``input_size``
+        replaces the encoder's own input size, as REPA resizes the image to match token grids.
+        """
+        if not hasattr(self.backbone, "forward_intermediates"):
+            raise ValueError(
+                f"{type(self.backbone).__name__} has no forward_intermediates, so its stages cannot be read as "
+                "token grids; use a timm model or a zoo.nets.backbones net as the encoder"
+            )
+        x = self.prepare(x, input_size)
+        index = -1 if stage is None else stage
+        [features] = self.backbone.forward_intermediates(x, indices=[index], intermediates_only=True)
+        return features
 
 
 def timm(

@@ -21,7 +21,9 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from zoo.conf_dir import conf_dir
+
+CONF_DIR = conf_dir()
 
 
 def compose_run(overrides: Sequence[str]) -> DictConfig:

@@ -115,7 +115,7 @@ def method_to_evaluate(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.
     """``task=eval``: the checkpoint's method, rebuilt from the checkpoint alone, checked against the data."""
     path = checkpoint_path(cfg)
     method = load_method(path)
-    shape = getattr(method, "shape", None)
+    shape = getattr(method, "data_shape", getattr(method, "shape", None))
     if shape is not None and tuple(shape) != tuple(datamodule.shape):
         raise ValueError(
             f"ckpt={path} was trained on data of shape {list(shape)} but data= gives {list(datamodule.shape)}; "

@@ -26,7 +26,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError
 
-from zoo import report, tasks
+from zoo import report, resume, tasks
+from zoo.conf_dir import conf_dir
+from zoo.config_checks import check_missing, check_override_types
+from zoo.hparams import hyperparameters
+from zoo.resume import resume_path  # noqa: F401  (the resume=auto rule, re-exported for callers of zoo.train)
 
 
 @dataclass
@@ -39,7 +43,7 @@ class Built:
 def build(cfg: DictConfig) -> Built:
     """Instantiate the datamodule, then the net (which reads ``shape``), the method and the trainer."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_data(cfg)
     with open_dict(cfg):
         cfg.shape = list(datamodule.shape)
         cfg.num_classes = datamodule.num_classes
@@ -47,6 +51,7 @@ def build(cfg: DictConfig) -> Built:
         method = tasks.method_to_evaluate(cfg, datamodule)
     else:
         check_slots(cfg)
+        latent_space(cfg)
         method = build_method(cfg)
         method.run_config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("compile"):
@@ -60,6 +65,25 @@ def build(cfg: DictConfig) -> Built:
     return Built(datamodule, method, trainer)
 
 
+def build_data(cfg: DictConfig) -> L.LightningDataModule:
+    """``instantiate(cfg.data)``; vector data under views that the method (not the command line) asked
+    for is refused as the method's need, so the fix named is other data, not dropping the views (every
+    recipe of ``datamodules.views`` augments images)."""
+    datamodule = instantiate(cfg.data)
+    views = cfg.data.get("views")
+    given = HydraConfig.initialized() and any(
+        o.lstrip("+").startswith("data.views=")
+        for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
+    )
+    if views is not None and not given and len(datamodule.shape) != 3:
+        raise ValueError(
+            f"method={method_name(cfg)} trains on augmented views of images (its config sets data.views={views}), "
+            f"but data={choice(cfg, 'data')} holds samples of shape {list(datamodule.shape)}; use image data "
+            "(data=digits, data=mnist, data=fashion_mnist, data=cifar10) or a method for vectors"
+        )
+    return datamodule
+
+
 def build_method(cfg: DictConfig) -> L.LightningModule:
     """The method of a config whose ``shape`` is filled in.
 
@@ -70,6 +94,19 @@ def build_method(cfg: DictConfig) -> L.LightningModule:
     if cfg.get("net") is not None:
         check_net_fits(cfg)
     return instantiate(cfg.method)
+
+
+def latent_space(cfg: DictConfig) -> None:
+    """With ``autoencoder=<ckpt>``: ``data_shape`` the pixels' shape, ``shape`` the autoencoder's latent shape
+    (what the net and the denoiser see); a checkpoint that is no autoencoder of these data fails here."""
+    if not cfg.get("autoencoder"):
+        return
+    from zoo.autoencoder import load_autoencoder
+
+    autoencoder = load_autoencoder(cfg.autoencoder, cfg.shape)
+    with open_dict(cfg):
+        cfg.data_shape = list(cfg.shape)
+        cfg.shape = list(autoencoder.latent_shape)
 
 
 def check_net_fits(cfg: DictConfig) -> None:
@@ -85,7 +122,7 @@ def check_net_fits(cfg: DictConfig) -> None:
         ) from None
 
 
-SLOTS = ("net", "encoder", "guidance")
+SLOTS = ("net", "encoder", "guidance", "autoencoder")
 """The config slots a method reads by interpolation (``${net}``, ``${encoder}``, ...) when it takes them."""
 
 
@@ -112,7 +149,7 @@ def check_slots(cfg: DictConfig) -> None:
 
 def methods_reading(slot: str) -> list[str]:
     """The methods in ``conf/method`` whose config (or a preset's parent) interpolates ``${slot}``."""
-    folder = Path(__file__).resolve().parents[1] / "conf" / "method"
+    folder = conf_dir() / "method"
     texts = {path.stem: path.read_text() for path in folder.glob("*.yaml")}
 
     def reads(name: str, seen: frozenset[str] = frozenset()) -> bool:
@@ -132,6 +169,8 @@ def method_name(cfg: DictConfig) -> str:
 
 
 def choice(cfg: DictConfig, group: str) -> str:
+    if not OmegaConf.is_config(cfg.get(group)):
+        return str(cfg.get(group))
     if HydraConfig.initialized():
         return str(HydraConfig.get().runtime.choices.get(group))
     return cfg[group].get("_target_", "?").rsplit(".", 1)[-1]
@@ -146,21 +185,6 @@ def compile_net(method: L.LightningModule) -> None:
             "use compile=false or a method built on a net (diffusion, jit, ...)"
         )
     net.compile()
-
-
-def resume_path(resume: str | None, output_dir: str | Path) -> str | None:
-    """``auto``: the newest of the run folder's ``checkpoints/last.ckpt`` and Lightning's SLURM
-    preemption checkpoints (``hpc_ckpt_*.ckpt``), or None when there is none; else a path or None."""
-    if resume in (None, "", "none"):
-        return None
-    if resume == "auto":
-        folder = Path(output_dir)
-        found = [folder / "checkpoints" / "last.ckpt", *folder.glob("hpc_ckpt_*.ckpt")]
-        found = [path for path in found if path.is_file()]
-        return str(max(found, key=lambda path: path.stat().st_mtime)) if found else None
-    if not Path(resume).exists():
-        raise FileNotFoundError(f"resume={resume}: no such checkpoint; pass a .ckpt path or resume=auto")
-    return str(resume)
 
 
 def processes_per_run(trainer_cfg: DictConfig) -> int | None:
@@ -211,14 +235,14 @@ def check_launch(cfg: DictConfig) -> None:
 
 
 def run_info(cfg: DictConfig) -> dict[str, Any]:
-    """What names the run in comparisons: method and data choices and the command-line overrides."""
+    """What names the run in comparisons: method and data choices and every command-line override but Hydra's."""
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         choices = hydra_cfg.runtime.choices
         return {
             "method": choices.get("method"),
             "data": choices.get("data"),
-            "overrides": [o for o in hydra_cfg.overrides.task if not o.startswith(("hydra", "trainer", "paths", "resume"))],
+            "overrides": [o for o in hydra_cfg.overrides.task if not o.startswith("hydra")],
         }
     return {"method": cfg.method.get("_target_", "?").rsplit(".", 1)[-1].lower(), "data": "?", "overrides": []}
 
@@ -239,7 +263,7 @@ def fit(cfg: DictConfig, info: dict[str, Any] | None = None) -> dict[str, float]
     if trainer.is_global_zero:
         report.print_config(cfg)
     if train:
-        trainer.fit(method, datamodule=datamodule, ckpt_path=resume_path(cfg.get("resume"), cfg.paths.output_dir))
+        resume.fit(trainer, method, datamodule, cfg)
     else:
         trainer.validate(method, datamodule=datamodule, verbose=False)
     metrics = final_metrics(trainer)
@@ -265,35 +289,28 @@ def final_metrics(trainer: L.Trainer) -> dict[str, float]:
 
 
 def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Hyperparameters with the final metrics, so TensorBoard's HParams tab compares runs.
+    """The run's hyperparameters (``zoo.hparams``) with the final metrics, so TensorBoard's HParams tab
+    compares runs, and ``hparams.yaml`` rewritten with them.
 
-    The metrics go in under ``hp/`` so the curves of the same names keep their own steps.
+    The metrics go in under ``hp/`` so the curves of the same names keep their own steps. Lightning
+    writes ``hparams.yaml`` once, at fit start, before these are known; it is written again here.
     """
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    params = hyperparameters(cfg)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items() if math.isfinite(v)})
         else:
             logger.log_hyperparams(params)
+        if logger.log_dir is not None:
+            (Path(logger.log_dir) / "hparams.yaml").unlink(missing_ok=True)
         logger.save()
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become strings (TensorBoard takes scalars only)."""
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    key = prefix[:-1]
-    if tree is None or isinstance(tree, (list, tuple)):
-        return {key: str(tree)}
-    return {key: tree}
 
 
 def main(cfg: DictConfig) -> float | None:
     """Run ``task=sample``, the experiment's study if it has one, or one fit; print the summary; return
     the metric."""
+    check_override_types(cfg)
+    check_missing(cfg)
     task = cfg.get("task", "fit")
     if task not in tasks.TASKS:
         raise ValueError(f"task={task}: choose one of {', '.join(tasks.TASKS)}")

@@ -2,9 +2,9 @@
 
 Song et al. 2023, "Consistency Models" (arXiv 2303.01469) and Song & Dhariwal 2023, "Improved Techniques
 for Training Consistency Models" (iCT, arXiv 2310.14189); reference code ``openai/consistency_models``
-(``cm/karras_diffusion.py``). The student is ``f(z, t) = c_skip(sigma) z + c_out(sigma) F(c_in z, c_noise)``
-with the CM coefficients shifted by sigma_min, so ``f(z, t_max) = z`` exactly; ``F`` is the raw output of
-a ``zoo.diffusion.Denoiser``. Its target network (theta^-) is a momentum pair of the base class. CD takes
+(``cm/karras_diffusion.py``). The student is ``f(z, t) = c_skip(sigma) z + c_out(sigma) F``
+with the CM coefficients shifted by sigma_min, so ``f(z, t_max) = z`` exactly; ``F`` is the EDM-preconditioned
+output of a ``zoo.diffusion.Denoiser`` (read off its clean estimate, so any prediction works). Its target network (theta^-) is a momentum pair of the base class. CD takes
 one ODE step of a frozen ``method=diffusion`` teacher with the public ``heun_step``/``euler_step``; CT
 uses the data point in place of the teacher. Zoo time: t = 1 is data, t = 0 noise; on EDM sigma(t) falls
 from sigma_max at t = 0 to sigma_min at t = 1, and ``schedule.grid`` is the Karras grid.
@@ -12,6 +12,7 @@ from sigma_max at t = 0 to sigma_min at t = 1, and ``schedule.grid`` is the Karr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Sequence
@@ -96,6 +97,15 @@ def edm_time(schedule: EDM, sigma: float) -> float:
     return (sigma ** (1 / schedule.rho) - top) / (bottom - top)
 
 
+def shared_rng(device: torch.device) -> contextlib.AbstractContextManager:
+    """Run a block on a fork of the global RNG (CPU, and ``device`` if CUDA), restored on exit.
+
+    The target's forward runs inside it and the online forward after it, so both draw the same dropout
+    masks: CM's shared dropout RNG between ``f_theta`` and ``f_theta^-`` (``cm/karras_diffusion.py``).
+    """
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 class Consistency(Method):
     """Consistency distillation (``mode=distill``) or training (``mode=train``) of ``f(z, t)``.
 
@@ -164,11 +174,14 @@ class Consistency(Method):
         self.s0, self.s1, self.mu0, self.fixed_total = int(s0), int(s1), float(mu0), total_steps
         self.embed_t, self.embed_layer = embed_t, embed_layer
         self.teacher_step = TEACHER_STEPS[teacher_step]
-        self.student = Denoiser(net, schedule, "x", shape=self.shape)
         self.num_classes = int(getattr(net, "num_classes", 0))
-        self.teacher: Denoiser | None = None
-        if mode == "distill":
-            self.teacher = self._load_teacher(teacher, schedule)
+        self.teacher = self._load_teacher(teacher, schedule) if mode == "distill" else None
+        # The student reads its net's output as the teacher does (CT: as x), so the copied weights mean the same.
+        reading = ("x", 0.0, 0.0)
+        if self.teacher is not None:
+            reading = (self.teacher.prediction, self.teacher.min_b, self.teacher.min_a)
+        self.student = Denoiser(net, schedule, *reading, shape=self.shape)
+        if self.teacher is not None:
             try:
                 self.student.net.load_state_dict(self.teacher.net.state_dict())
             except RuntimeError as error:
@@ -272,11 +285,19 @@ class Consistency(Method):
         return null if y is None else torch.where(y >= 0, y, null)
 
     def consistency(self, denoiser: Denoiser, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """``f(z, t) = c_skip z + c_out F(c_in z, c_noise)`` with the CM coefficients; exactly z at t_max."""
-        sigma = self.schedule.b(t)
-        sigma_min = self.schedule.b(torch.full_like(t, self.schedule.t_max))
-        sd = self.schedule.sigma_data
-        out = denoiser.output(z, t, y).out
+        """``f(z, t) = c_skip z + c_out F`` with the CM coefficients; exactly z at t_max.
+
+        ``F = (x_hat - c_skip^EDM z) / c_out^EDM`` is the EDM-preconditioned output (Karras et al. 2022,
+        Eq. 7) read off the denoiser's clean estimate, whatever its prediction (x, eps, v): what the raw
+        net output is in CM's code, whose teachers are EDM nets. A student that starts from the teacher's
+        weights then equals the teacher's x_hat wherever sigma >> sigma_min.
+        """
+        schedule = self.schedule
+        sigma = schedule.b(t)
+        sigma_min = schedule.b(torch.full_like(t, schedule.t_max))
+        sd = schedule.sigma_data
+        x_hat = denoiser(z, t, y)
+        out = (x_hat - append_dims(schedule.c_skip(t), z.ndim) * z) / append_dims(schedule.c_out(t), z.ndim)
         return append_dims(cm_c_skip(sigma, sigma_min, sd), z.ndim) * z + append_dims(
             cm_c_out(sigma, sigma_min, sd), z.ndim
         ) * out
@@ -342,9 +363,9 @@ class Consistency(Method):
             z_clean = self.teacher_ode_step(z_noisy, index, times.to(x.dtype), batch.get("y"))
         else:
             z_clean = self.schedule.noise(x, t_clean, eps)
-        online = self.consistency(self.student, z_noisy, t_noisy, y)
-        with torch.no_grad():
+        with shared_rng(x.device), torch.no_grad():
             target = self.consistency(self.target, z_clean, t_clean, y)
+        online = self.consistency(self.student, z_noisy, t_noisy, y)
         loss = distance(online, target, self.distance)
         if self.weighting == "inverse_delta":
             loss = loss / (sigmas[index + 1] - sigmas[index]).to(x.dtype)

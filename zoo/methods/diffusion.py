@@ -9,12 +9,15 @@ x-prediction, v-loss and logit-normal time: a config, not a subclass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from zoo.autoencoder import FrozenAutoencoder, LatentNormalizer, load_autoencoder
 from zoo.diffusion import (
     SAMPLERS,
     Denoiser,
@@ -27,6 +30,8 @@ from zoo.diffusion import (
     sample,
     validate,
 )
+from zoo.diffusion.time_samplers import Shifted, alpha_for_dim
+from zoo.latent_cache import LatentCache, cached_latents, encode_all
 from zoo.methods.base import Method
 from zoo.rewards import RewardGuidance
 from zoo.terms import LossTerm, TermInputs
@@ -59,6 +64,18 @@ class Diffusion(Method):
     logged as ``<stage>/<name>`` beside ``<stage>/denoise``; the hidden states they ask for come from
     the same forward pass as the denoising loss. ``guidance`` (``zoo.rewards.RewardGuidance``) steers
     every ``sample`` by a frozen encoder's reward: gradient guidance on x̂ and/or best-of-N.
+
+    ``autoencoder`` (a checkpoint path, loaded by ``zoo.autoencoder.load_autoencoder`` against the
+    pixel shape ``data_shape``, or a frozen autoencoder module) puts the model in its latent space:
+    ``shape`` is then the latent shape (what the net and sampler see), ``data_shape`` the pixels'.
+    ``losses`` encodes ``batch["x"]`` without gradients and normalises it by per-channel statistics of
+    the train split's latents (``latent_norm``, fitted in ``setup`` and kept in the checkpoint);
+    ``sample`` decodes, ``embed`` encodes first, so callbacks and ``task=sample`` stay in pixels.
+    ``dimension_shift`` (RAE's base ``n``, e.g. 4096) shifts training times and the sampler's grid by
+    ``alpha = sqrt(m / n)``, ``m = C*H*W`` of what the net denoises (RAE, Zheng et al. 2025, Sec. 4.2),
+    computed from the shape rather than typed (``sample(shift=...)`` still overrides it).
+    ``cache_latents`` reads the train split's latents from an on-disk cache in ``cache_dir``
+    (``zoo.latent_cache``) instead of encoding each batch.
     """
 
     def __init__(
@@ -77,11 +94,32 @@ class Diffusion(Method):
         embed_layer: int | None = None,
         terms: dict[str, LossTerm] | None = None,
         guidance: RewardGuidance | None = None,
+        autoencoder: str | nn.Module | None = None,
+        data_shape: Sequence[int] | None = None,
+        cache_latents: bool = False,
+        cache_dir: str | None = None,
+        dimension_shift: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.shape = tuple(shape)
+        self.autoencoder = self._latent_space(autoencoder, data_shape, guidance, cache_latents, cache_dir)
+        self.data_shape = self.autoencoder.shape if self.autoencoder is not None else self.shape
+        if self.autoencoder is not None:
+            self.latent_norm = LatentNormalizer(self.shape[0])
+        self.cache_latents, self.cache_dir = cache_latents, cache_dir
+        self.latent_cache: LatentCache | None = None
         self.denoiser = Denoiser(net, schedule, prediction, min_b, min_a, shape=self.shape)
+        if dimension_shift is not None:
+            self.shift_alpha = alpha_for_dim(math.prod(self.shape), dimension_shift)
+            time_sampler = Shifted(time_sampler, self.shift_alpha)
+            typed = float((sampler or {}).get("shift", 1.0))
+            if typed not in (1.0, self.shift_alpha):
+                raise ValueError(
+                    f"method.dimension_shift={dimension_shift} sets the sampler's shift to alpha={self.shift_alpha:.4g} "
+                    f"(from the shape {list(self.shape)}), but method.sampler.shift={typed}; drop one of the two"
+                )
+            sampler = {**(sampler or {}), "shift": self.shift_alpha}
         self.time_sampler = time_sampler
         self.loss_space = loss_space
         self.num_classes = int(getattr(net, "num_classes", 0))
@@ -95,10 +133,103 @@ class Diffusion(Method):
         self.guidance = guidance
 
     def setup(self, stage: str) -> None:
-        """A reward that needs the data (a class prototype) is fitted to the trainer's datamodule."""
+        """A reward that needs the data (a class prototype) is fitted to the trainer's datamodule; in a
+        latent space, the latent statistics (and the cache) come from its train split."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.guidance is not None and datamodule is not None:
             self.guidance.fit_to(datamodule)
+        if self.autoencoder is not None and datamodule is not None and stage == "fit":
+            self.fit_latents(datamodule)
+
+    def _latent_space(
+        self,
+        autoencoder: str | nn.Module | None,
+        data_shape: Sequence[int] | None,
+        guidance: RewardGuidance | None,
+        cache_latents: bool,
+        cache_dir: str | None,
+    ) -> FrozenAutoencoder | None:
+        """The frozen autoencoder of ``autoencoder``, checked against the data and the latent shape."""
+        if autoencoder is None:
+            if cache_latents:
+                raise ValueError(
+                    "method.cache_latents=true caches an autoencoder's latents, but there is no autoencoder; "
+                    "pass autoencoder=<a vae/vavae/rae last.ckpt> or drop method.cache_latents"
+                )
+            return None
+        if isinstance(autoencoder, (str, Path)):
+            if data_shape is None:
+                raise ValueError("autoencoder= needs method.data_shape, the pixel shape the autoencoder must match")
+            autoencoder = load_autoencoder(autoencoder, data_shape)
+        if not isinstance(autoencoder, FrozenAutoencoder):
+            raise ValueError(
+                f"autoencoder is a {type(autoencoder).__name__}; pass a checkpoint path (autoencoder=<last.ckpt>) "
+                "or a zoo.autoencoder.FrozenAutoencoder"
+            )
+        if tuple(autoencoder.latent_shape) != self.shape:
+            raise ValueError(
+                f"method.shape={list(self.shape)} but the autoencoder's latents are {list(autoencoder.latent_shape)}; "
+                "in a latent space the net and the sampler see the latent shape (zoo.train.build sets shape)"
+            )
+        if guidance is not None and guidance.scale > 0:
+            raise ValueError(
+                "guidance.scale > 0 steers x̂ in pixel space, but this model denoises latents; use best-of-N "
+                "alone (guidance.scale=0) with autoencoder="
+            )
+        if cache_latents and not cache_dir:
+            raise ValueError("method.cache_latents=true needs method.cache_dir (paths.cache_dir by default)")
+        return autoencoder
+
+    @torch.no_grad()
+    def fit_latents(self, datamodule: Any) -> None:
+        """Latent statistics of the unaugmented train split (once: a resumed or loaded model keeps its own),
+        and with ``cache_latents`` the on-disk cache of its latents."""
+        if not hasattr(datamodule, "train_tensor"):
+            raise ValueError(
+                f"autoencoder=: the latent statistics come from the train split, but {type(datamodule).__name__} "
+                "has no train_tensor(); use a zoo datamodule"
+            )
+        if self.cache_latents and (getattr(datamodule, "augment", None) or getattr(datamodule, "views", None)):
+            raise ValueError(
+                f"method.cache_latents=true caches the unaugmented train split, but data.augment="
+                f"{getattr(datamodule, 'augment', None)} / data.views={getattr(datamodule, 'views', None)} change "
+                "every batch; set them to null, or method.cache_latents=false"
+            )
+        pixels, _ = datamodule.train_tensor()
+        if self.cache_latents:
+            self.latent_cache = cached_latents(
+                self.autoencoder, self.autoencoder.digest, pixels, self.cache_dir, self.device
+            )
+            latents = self.latent_cache.latents
+        else:
+            latents = encode_all(self.autoencoder, pixels, self.device)
+        if not bool(self.latent_norm.fitted):
+            self.latent_norm.fit(latents.to(self.latent_norm.mean.device))
+
+    def check_fitted(self) -> None:
+        """Fit the latent statistics if they are not (a weight average copied before ``setup`` and swapped in
+        before its first update carries unfitted ones); outside a trainer, an unfitted model is an error."""
+        if bool(self.latent_norm.fitted):
+            return
+        datamodule = getattr(getattr(self, "_trainer", None), "datamodule", None)
+        if datamodule is None:
+            raise RuntimeError(
+                "the latent statistics are not fitted: a latent-space model is trained by the trainer (setup fits "
+                "them on the train split) or loaded from its checkpoint"
+            )
+        self.fit_latents(datamodule)
+
+    @torch.no_grad()
+    def to_latent(self, x: Tensor, cached: bool = False) -> Tensor:
+        """Normalised latents of the pixels ``x`` (from the cache when ``cached`` and there is one)."""
+        self.check_fitted()
+        z = self.latent_cache.lookup(x) if cached and self.latent_cache is not None else self.autoencoder.encode(x)
+        return self.latent_norm.normalize(z)
+
+    def to_pixels(self, z: Tensor) -> Tensor:
+        """Pixels of normalised latents ``z``."""
+        self.check_fitted()
+        return self.autoencoder.decode(self.latent_norm.denormalize(z))
 
     @property
     def net(self) -> nn.Module:
@@ -107,6 +238,11 @@ class Diffusion(Method):
     @property
     def schedule(self) -> Schedule:
         return self.denoiser.schedule
+
+    @property
+    def num_blocks(self) -> int:
+        """The hidden blocks ``embed(layer=...)`` can read (what ``callbacks.ProbeMap`` maps)."""
+        return self.denoiser.num_blocks
 
     @property
     def prediction(self) -> str:
@@ -207,7 +343,7 @@ class Diffusion(Method):
 
     def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """The denoising loss at ``t`` from the time sampler and fresh ``eps``, plus every term."""
-        x = batch["x"]
+        x = batch["x"] if self.autoencoder is None else self.to_latent(batch["x"], cached=self.training)
         n = x.shape[0]
         t = self.time_sampler(n, generator=generator, device=x.device).to(x.dtype)
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -273,6 +409,11 @@ class Diffusion(Method):
             denoise = reward_guided(denoise, guidance.reward, guidance.scale, self.schedule)
 
         def draw() -> Tensor:
+            if self.autoencoder is not None:
+                return self.to_pixels(draw_latents())
+            return draw_latents()
+
+        def draw_latents() -> Tensor:
             return sample(
                 denoise,
                 (n, *self.shape),
@@ -300,6 +441,8 @@ class Diffusion(Method):
         """
         t = self.embed_t if t is None else t
         layer = self.embed_layer if layer is None else layer
+        if self.autoencoder is not None:
+            x = self.to_latent(x)
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         return self.denoiser.embed(x, t, self.labels(None, x.shape[0]), layer)
 

@@ -1,0 +1,63 @@
+"""The hyperparameters a run logs: what a person compares across runs, not the config's plumbing.
+
+TensorBoard's HParams tab shows one column per logged key, in alphabetical order. The whole
+flattened config would put ``callbacks.checkpoint._target_`` and temp paths first and bury what
+differs among hundreds of constant columns. Logged instead: the run's choices of the config groups
+(``method``, ``data``, ``net``, ``encoder``, ``guidance``, ``experiment``, ``trainer``), the
+method's own values (``method.*``, without ``_target_``/``_partial_`` and without interpolated
+slots such as ``${net}``, which the choices name), ``seed``, and every command-line override except
+Hydra's, the run-folder paths and ``resume``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+CHOICES = ("method", "data", "net", "encoder", "guidance", "experiment", "trainer")
+"""The config groups whose choice names the run."""
+
+NOT_HYPERPARAMETERS = ("hydra", "paths", "resume", "ckpt")
+"""Overrides that say where a run goes or what it continues, not how it trains."""
+
+
+def hyperparameters(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """``{key: scalar}`` of the run's choices, its method's values, ``seed`` and its overrides."""
+    if overrides is None:
+        overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False) if HydraConfig.initialized() else []
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    out: dict[str, Any] = {group: str(choices.get(group)) for group in CHOICES if group in choices}
+    out.update(own_values(OmegaConf.to_container(cfg.method, resolve=False), "method", cfg))
+    out["seed"] = cfg.get("seed")
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key.startswith(NOT_HYPERPARAMETERS) or key in CHOICES or key in choices:
+            continue
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if OmegaConf.is_config(value):
+            out.update(own_values(OmegaConf.to_container(value, resolve=False), key, cfg))
+        else:
+            out[key] = scalar(value)
+    return out
+
+
+def own_values(tree: Any, prefix: str, cfg: DictConfig) -> dict[str, Any]:
+    """The leaves of an unresolved subtree, resolved, without ``_target_``, ``_partial_`` and interpolated nodes."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            if key not in ("_target_", "_partial_"):
+                out.update(own_values(value, f"{prefix}.{key}", cfg))
+        return out
+    if isinstance(tree, str) and tree.startswith("${") and tree.endswith("}"):
+        return {}
+    return {prefix: scalar(OmegaConf.select(cfg, prefix, throw_on_missing=False))}
+
+
+def scalar(value: Any) -> Any:
+    """What TensorBoard takes: numbers, bools and strings; lists, dicts and None as their text."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    return value if isinstance(value, (bool, int, float, str)) else str(value)

@@ -1,0 +1,186 @@
+"""Resuming a run folder, and stopping one on a signal, without surprises.
+
+``resume=auto`` takes the checkpoint of the run folder with the highest training step (its
+``global_step``), among ``checkpoints/*.ckpt`` (``last.ckpt``, ``last-v1.ckpt``, ``step*.ckpt``)
+and Lightning's SLURM preemption checkpoints ``hpc_ckpt_*.ckpt``. Lightning's own
+``ckpt_path="last"`` picks the newest file by modification time, which copying a run folder rewrites,
+so a copied folder would resume from a stale ``last.ckpt``; the step in the file does not change.
+With nothing to resume it says so in one line and starts from step 0. ``resume=null`` (the default)
+passes no path, so Lightning's SLURM auto-requeue (``hpc_ckpt_*.ckpt``, found by Lightning) works
+unchanged.
+
+Before training, the chosen checkpoint is read weights-only and checked against the run: the same
+method (a ``dae`` checkpoint is not resumed as ``diffusion``), weights of the same names and shapes,
+and the same optimizer and schedule (any ``method.*optimizer*`` or ``*scheduler*`` key). Lightning
+restores the optimizer's and scheduler's state from the checkpoint, learning rate included, so an
+override of those keys would be silently ignored: it is refused, naming the key.
+
+A run stopped by SIGTERM (Lightning ends the loops cleanly) or SIGINT raises ``Interrupted``: one
+line naming the last checkpoint and the command that resumes, and exit code 143 or 130.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from zoo.loading import read_weights_only, summary
+
+RESUME_SENSITIVE = ("optimizer", "scheduler")
+"""Config keys whose value Lightning takes from the checkpoint, not the config, on resume."""
+
+
+class Interrupted(Exception):
+    """A run stopped by a signal: ``str`` is the one line to print, ``exit_code`` 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def candidates(output_dir: str | Path) -> list[Path]:
+    """The run folder's checkpoint files: ``checkpoints/*.ckpt`` and ``hpc_ckpt_*.ckpt``."""
+    folder = Path(output_dir)
+    return sorted([*(folder / "checkpoints").glob("*.ckpt"), *folder.glob("hpc_ckpt_*.ckpt")])
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The ``global_step`` saved in ``path`` (memory-mapped, weights only), None when it cannot be read."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a damaged or foreign file: not a candidate
+        return None
+    step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+    return int(step) if isinstance(step, int) else None
+
+
+def newest_checkpoint(output_dir: str | Path) -> tuple[Path, int] | None:
+    """``(path, step)`` of the run folder's checkpoint with the highest step (then ``last*``, then the newest
+    file), or None."""
+    found = []
+    for path in candidates(output_dir):
+        step = checkpoint_step(path)
+        if step is None:
+            say(f"resume: skipping {path}, which is not a readable checkpoint")
+            continue
+        found.append((step, path.name.startswith("last"), path.stat().st_mtime, path))
+    if not found:
+        return None
+    step, _, _, path = max(found)
+    return path, step
+
+
+def resume_path(resume: str | None, output_dir: str | Path) -> str | None:
+    """The checkpoint ``trainer.fit`` continues from: ``auto`` (see the module), a path, or None."""
+    if resume in (None, "", "none"):
+        return None
+    if resume == "auto":
+        newest = newest_checkpoint(output_dir)
+        if newest is None:
+            say(f"resume=auto: no checkpoint in {output_dir} (checkpoints/*.ckpt or hpc_ckpt_*.ckpt); starting from step 0")
+            return None
+        say(f"resume=auto: continuing from {newest[0]} (step {newest[1]})")
+        return str(newest[0])
+    if not Path(resume).is_file():
+        raise FileNotFoundError(f"resume={resume}: no such checkpoint; pass a .ckpt path or resume=auto")
+    return str(resume)
+
+
+def check_resume(path: str, method: L.LightningModule, setting: str) -> None:
+    """Refuse a checkpoint of another method, with other weights, or with another optimizer or schedule."""
+    where = setting if setting == f"resume={path}" else f"{setting} ({path})"
+    checkpoint = read_weights_only(Path(path), where)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{where} is not a Lightning checkpoint (it has no state_dict); pass a run's checkpoints/last.ckpt")
+    saved = checkpoint.get("zoo_config") or {}
+    current = getattr(method, "run_config", None) or {}
+    saved_target = (saved.get("method") or {}).get("_target_")
+    target = (current.get("method") or {}).get("_target_")
+    if saved_target and target and saved_target != target:
+        raise ValueError(
+            f"{where} is a checkpoint of {saved_target}, but this run builds {target}; resume with the method "
+            "the checkpoint was trained with, or start a new run folder without resume="
+        )
+    own = method.state_dict()
+    weights = checkpoint["state_dict"]
+    missing, unexpected = own.keys() - weights.keys(), weights.keys() - own.keys()
+    reshaped = [k for k in own.keys() & weights.keys() if getattr(weights[k], "shape", None) != own[k].shape]
+    if missing or unexpected or reshaped:
+        parts = [summary(k, label) for k, label in ((missing, "missing"), (unexpected, "unexpected"),
+                                                    (reshaped, "of another shape")) if k]
+        raise ValueError(
+            f"{where}: its weights do not fit this run's method ({'; '.join(parts)}); resume with the config the "
+            "checkpoint was trained with (its .hydra/config.yaml), or start a new run folder without resume="
+        )
+    for key, (old, new) in changed_keys(saved.get("method") or {}, current.get("method") or {}, "method").items():
+        raise ValueError(
+            f"{key}={new} differs from the checkpoint's {key}={old} ({path}): a resumed run restores the "
+            "checkpoint's optimizer and schedule, so the new value would be ignored; drop the override to "
+            "continue, or start a new run folder without resume= to train with it"
+        )
+
+
+def changed_keys(saved: Any, current: Any, prefix: str) -> dict[str, tuple[Any, Any]]:
+    """``{key: (saved, current)}`` for the optimizer and schedule keys that differ between two configs."""
+    out: dict[str, tuple[Any, Any]] = {}
+    flat_saved, flat_current = _flat(saved, prefix), _flat(current, prefix)
+    for key in sorted(flat_saved.keys() | flat_current.keys()):
+        parts = key.split(".")
+        if not any(word in part for part in parts for word in RESUME_SENSITIVE) or parts[-1] == "_partial_":
+            continue
+        if flat_saved.get(key) != flat_current.get(key):
+            out[key] = (flat_saved.get(key), flat_current.get(key))
+    return out
+
+
+def _flat(tree: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flat(value, f"{prefix}.{key}"))
+        return out
+    return {prefix: tree}
+
+
+def fit(trainer: L.Trainer, method: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> None:
+    """``trainer.fit`` from ``resume`` (checked first, weights only); a signal becomes ``Interrupted``."""
+    setting = cfg.get("resume")
+    path = resume_path(setting, cfg.paths.output_dir)
+    if path is not None:
+        check_resume(path, method, f"resume={setting}")
+    try:
+        trainer.fit(method, datamodule=datamodule, ckpt_path=path, weights_only=True)
+    except SIGTERMException:
+        raise interrupted(signal.SIGTERM, trainer, cfg) from None
+    except SystemExit as stop:  # Lightning's answer to Ctrl-C (KeyboardInterrupt) is sys.exit(1)
+        if trainer.interrupted:
+            raise interrupted(signal.SIGINT, trainer, cfg) from None
+        raise stop
+
+
+def interrupted(signum: signal.Signals, trainer: L.Trainer, cfg: DictConfig) -> Interrupted:
+    """The one line of a run stopped by ``signum``: where it stopped, its last checkpoint, how to resume."""
+    output_dir = str(cfg.paths.output_dir)
+    newest = newest_checkpoint(output_dir)
+    saved = f"last checkpoint {newest[0]} (step {newest[1]})" if newest else "no checkpoint was written yet"
+    kept = [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "resume="))]
+    program = "zoo-run" if Path(sys.argv[0]).name == "zoo-run" else "python run.py"
+    command = shlex.join([*program.split(), *kept, f"hydra.run.dir={output_dir}", "resume=auto"])
+    return Interrupted(
+        f"interrupted by {signum.name} at step {trainer.global_step}: {saved}; resume with: {command}", int(signum)
+    )
+
+
+@rank_zero_only
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+

@@ -1,0 +1,163 @@
+"""Diffusion features against SSL features on the same digits, with one probe protocol, at two data sizes.
+
+The seed's claim (alignment.md §6): a diffusion model's features are good representations, but below
+those of SSL when there is enough data. DDAE (Xiang et al., ICCV 2023) reads the diffusion features at
+the best (block, noise level) of a grid search; here that cell comes from the diffusion run's
+``ProbeMap`` (selected on the probe val split of its own run), and every row is then scored the same
+way: features of the whole training split (all of it, whatever the learner trained on) fit the kNN
+(k 20, T 0.07) and linear probes, which are scored on the test split, never used for selection. Rows:
+each learner of ``learners`` (MoCo v2/v3, the diffusion model at its cell, features averaged over
+``draws`` noise draws, the DAE), the learners of ``random_init`` as built before training (the
+diffusion net at the trained model's cell), and the raw pixels. Each size of ``sizes`` trains every
+learner on ``n_train`` images, each pass repeated ``repeats`` times more, so a learner takes about
+as many steps at every size; the gap (best SSL minus diffusion) is reported per size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from callbacks.features import EmbedFn
+from zoo.loading import load_method
+from zoo.studies.probe_baselines import probe_scores, raw_pixels
+from zoo.study import base_overrides, compose_run, fit_runs, flatten_results, markdown_table, write_report
+
+
+def at_cell(layer: int, t: float, draws: int) -> EmbedFn:
+    """An ``embed_fn``: ``embed(x, t=t, layer=layer)`` averaged over ``draws`` fresh noise draws."""
+
+    def embed(module: nn.Module, x: Tensor, **kw) -> Tensor:
+        return torch.stack([module.embed(x, t=t, layer=layer) for _ in range(draws)]).mean(0)
+
+    return embed
+
+
+def size_overrides(overrides: Sequence[str], size: Mapping) -> list[str]:
+    """A learner's overrides at one size: ``data.n_train`` and its own ``data.train_repeats`` times ``repeats``."""
+    n_train = "null" if size["n_train"] is None else int(size["n_train"])
+    sized = [*overrides, f"data.n_train={n_train}"]
+    repeats = int(compose_run([*base_overrides(), *sized, "study=null"]).data.train_repeats)
+    return [*sized, f"data.train_repeats={repeats * int(size['repeats'])}"]
+
+
+def check_study(
+    learners: Mapping[str, Sequence[str]],
+    sizes: Mapping[str, Mapping],
+    map_learner: str,
+    ssl: Sequence[str],
+    random_init: Sequence[str],
+) -> None:
+    """Every name the study refers to exists, before anything trains."""
+    if map_learner not in learners:
+        raise ValueError(f"study.map_learner={map_learner!r} is not one of the learners {list(learners)}")
+    for key, names in (("ssl", ssl), ("random_init", random_init)):
+        unknown = [name for name in names if name not in learners]
+        if unknown or (key == "ssl" and not names):
+            raise ValueError(f"study.{key}={list(names)} must name learners among {list(learners)}")
+    for size, entry in sizes.items():
+        if set(entry) != {"n_train", "repeats"} or int(entry["repeats"]) < 1:
+            raise ValueError(
+                f"study.sizes.{size} must be {{n_train: <int or null>, repeats: <int >= 1>}}, got {dict(entry)}"
+            )
+
+
+def run(
+    cfg: DictConfig,
+    name: str,
+    learners: Mapping[str, Sequence[str]],
+    sizes: Mapping[str, Mapping],
+    map_learner: str,
+    ssl: Sequence[str],
+    random_init: Sequence[str],
+    draws: int,
+    knn: Mapping,
+    linear: Mapping,
+) -> dict[str, float]:
+    """Fit every learner at every size, score every row, write ``<name>.json``/``.md``; ``{"<size>/<row>/<probe>": ...}``."""
+    from zoo.train import build
+
+    check_study(learners, sizes, map_learner, ssl, random_init)
+    root = Path(cfg.paths.output_dir)
+    probe_data = instantiate(cfg.data, n_train=None)
+    loaders = (probe_data.probe_dataloaders()[0], probe_data.test_dataloader())
+    results: dict[str, dict[str, float]] = {}
+    cells: dict[str, dict[str, float]] = {}
+    for size, entry in sizes.items():
+        runs = {
+            learner: size_overrides(learner_overrides, entry)
+            for learner, learner_overrides in learners.items()
+        }
+
+        def features(learner: str, cell: Mapping[str, float] | None) -> EmbedFn | None:
+            """The map learner's features at its cell (known once it has trained), the others' plain ``embed``."""
+            return (
+                at_cell(int(cell["layer"]), float(cell["t"]), draws)
+                if learner == map_learner and cell
+                else None
+            )
+
+        for learner, overrides in runs.items():
+            label = f"{size}/{learner}"
+            columns = (
+                {"layer": "probe_map/best_layer", "t": "probe_map/best_t"} if learner == map_learner else {}
+            )
+            picked = fit_runs(cfg, name, {label: overrides}, columns)[label]
+            if learner == map_learner:
+                cells[size] = {"layer": int(picked["layer"]), "t": round(float(picked["t"]), 6)}
+            module = load_method(root / label.replace("/", "_") / "checkpoints" / "last.ckpt")
+            results[label] = probe_scores(module, loaders, knn, linear, features(learner, cells.get(size)))
+        for learner in random_init:
+            untrained = compose_run(
+                [*base_overrides(), *runs[learner], "study=null", f"paths.output_dir={root / 'random_init'}"]
+            )
+            results[f"{size}/random_init_{learner}"] = probe_scores(
+                build(untrained).method, loaders, knn, linear, features(learner, cells.get(size))
+            )
+        results[f"{size}/raw_pixels"] = probe_scores(nn.Identity(), loaders, knn, linear, embed_fn=raw_pixels)
+    gaps = {
+        size: {
+            probe: max(results[f"{size}/{learner}"][probe] for learner in ssl)
+            - results[f"{size}/{map_learner}"][probe]
+            for probe in ("knn", "linear")
+        }
+        for size in sizes
+    }
+    if rank_zero_only.rank == 0:
+        write_report(root, name, results, single=False)
+        report_cells(root, name, cells, gaps, map_learner)
+    return {
+        **flatten_results(results),
+        **{f"{size}/gap_{probe}": gap for size, row in gaps.items() for probe, gap in row.items()},
+    }
+
+
+def report_cells(
+    root: Path,
+    name: str,
+    cells: Mapping[str, Mapping[str, float]],
+    gaps: Mapping[str, Mapping[str, float]],
+    map_learner: str,
+) -> None:
+    """Add the diffusion cell per size and the SSL-minus-diffusion gap to ``<name>.json`` and ``.md``."""
+    import json
+
+    path = root / f"{name}.json"
+    table = json.loads(path.read_text())
+    table["cells"] = {size: dict(cell) for size, cell in cells.items()}
+    table["gap"] = {size: dict(gap) for size, gap in gaps.items()}
+    path.write_text(json.dumps(table, indent=2))
+    lines = [
+        f"\n{map_learner} read at (block, t) from its ProbeMap: "
+        + ", ".join(f"{size}: ({cell['layer']}, {cell['t']:g})" for size, cell in cells.items()),
+        "\nbest SSL minus diffusion (top-1 on the test split):\n",
+        markdown_table({size: dict(gap) for size, gap in gaps.items()}),
+    ]
+    with (root / f"{name}.md").open("a") as handle:
+        handle.write("\n".join(lines))

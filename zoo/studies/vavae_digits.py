@@ -1,0 +1,90 @@
+"""The reconstruction-versus-generation dilemma in small, and VA-VAE's way out (Yao et al. CVPR 2025, Sec. 3-4;
+specs: alignment.md §2, small-scale check).
+
+Four autoencoders on the 8 px digits, f2 (4 x 4 latents): latent dim ``d`` in ``dims`` (4: 64 numbers per
+image, as many as the pixels; 16: 256), each without (``vae``) and with the VF loss (``vavae``) aligned to
+the zoo's MoCo encoder (trained here, or ``encoder_ckpt``) at its stage whose grid is the latent's.
+For each: ``rec_mse`` (the MSE of ``decode(encode(x))`` on the val split) and ``rec_fd`` (the Fréchet
+distance of those reconstructions to the train split in the digits' reference classifier's features,
+``callbacks.reference_net``), then the same latent DiT (``diffusion_run``) trained for the same number
+of steps in that latent space (``*_epochs``: one budget per kind of run) and ``gen_fd``, the FD of its ``n_samples`` samples in the same features.
+``<name>.json``: ``{"d4": {"vae": {rec_mse, rec_fd, gen_fd}, "vavae": {...}}, "d16": {...}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+from torch import Tensor
+
+from callbacks.frechet_distance import frechet_distance
+from callbacks.reference_net import ReferenceNet
+from zoo.autoencoder import load_autoencoder
+from zoo.loading import Has, load_method
+from zoo.studies.reward_guidance import trained_checkpoint
+from zoo.study import flatten_results, write_report
+
+
+@torch.no_grad()
+def features(reference: ReferenceNet, x: Tensor, batch_size: int = 500) -> Tensor:
+    """The reference classifier's features of images ``x`` (clamped to [-1, 1]), in batches."""
+    return torch.cat([reference(x[i : i + batch_size].clamp(-1, 1)) for i in range(0, len(x), batch_size)])
+
+
+def run(
+    cfg: DictConfig,
+    name: str,
+    dims: Sequence[int],
+    encoder_run: Sequence[str],
+    vae_run: Sequence[str],
+    vavae_run: Sequence[str],
+    diffusion_run: Sequence[str],
+    n_samples: int,
+    encoder_epochs: int,
+    autoencoder_epochs: int,
+    diffusion_epochs: int,
+    encoder_ckpt: str | None = None,
+) -> dict[str, float]:
+    """Train (or take) the encoder, then per ``d`` and arm the autoencoder and its latent DiT; write the table."""
+    root = Path(cfg.paths.output_dir)
+    if encoder_ckpt and not Path(encoder_ckpt).is_file():
+        raise FileNotFoundError(f"study.encoder_ckpt={encoder_ckpt}: no such checkpoint; pass a MoCo run's last.ckpt or null")
+    encoder = (
+        Path(encoder_ckpt)
+        if encoder_ckpt
+        else trained_checkpoint("moco", [*encoder_run, f"trainer.max_epochs={encoder_epochs}"], root)
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    reference = ReferenceNet()
+    reference.fit_to(datamodule, cache_dir=cfg.paths.cache_dir)
+    train_loader, val_loader = datamodule.probe_dataloaders()
+    real = torch.cat([features(reference, batch["x"]) for batch in train_loader])
+    val = torch.cat([batch["x"] for batch in val_loader])
+    arms = {"vae": list(vae_run), "vavae": [*vavae_run, "encoder=zoo", f"encoder.ckpt={encoder}"]}
+    results: dict[str, dict[str, float]] = {}
+    for d in dims:
+        for arm, overrides in arms.items():
+            label = f"d{d}_{arm}"
+            sizes = [f"method.net.latent_channels={d}", f"trainer.max_epochs={autoencoder_epochs}"]
+            path = trained_checkpoint(label, [*overrides, *sizes], root)
+            autoencoder = load_autoencoder(path, datamodule.shape, setting=f"study ({label})")
+            with torch.no_grad():
+                recon = torch.cat([autoencoder.decode(autoencoder.encode(x)) for x in val.split(256)])
+            latent = [f"autoencoder={path}", f"trainer.max_epochs={diffusion_epochs}"]
+            model_path = trained_checkpoint(f"{label}_dit", [*diffusion_run, *latent], root)
+            model = load_method(model_path, expect=Has("sample"), setting=f"study ({label}_dit)")
+            samples = model.sample(n_samples, generator=torch.Generator().manual_seed(int(cfg.seed)))
+            results[f"d{d}/{arm}"] = {
+                "rec_mse": float((recon - val).pow(2).mean()),
+                "rec_fd": float(frechet_distance(real, features(reference, recon))),
+                "gen_fd": float(frechet_distance(real, features(reference, samples))),
+            }
+    if rank_zero_only.rank == 0:
+        write_report(root, name, results, single=False)
+    return flatten_results(results)
