@@ -202,7 +202,7 @@ def test_a_dit_narrower_than_the_tokens_warns_with_the_papers_finding() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])  # seed 1 passed too; one seed keeps CI short
 def test_width_claim_in_small(seed: int, tmp_path: Path) -> None:
     """RAE's width claim: below the token dim the loss stays high; at/above it, or with the DDT head, it does not."""
     overrides = [

@@ -184,7 +184,7 @@ def test_repa_under_two_process_ddp(tmp_path: Path) -> None:
 
 REDUCED = [
     "experiment=repa_digits",
-    "study.encoder_run=[method=moco,data.views=mocov2_noflip,trainer.max_epochs=2,~callbacks.progress]",
+    "study.encoder_run=['method=moco','data.views=mocov2_noflip','trainer.max_epochs=2','~callbacks.progress']",
     "~study.arms.random_encoder",
     "study.epochs=10",
     "study.eval_every=5",
