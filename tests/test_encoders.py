@@ -116,7 +116,7 @@ def test_a_checkpoint_of_the_wrong_kind_is_named(tmp_path: Path, make_config) ->
     with pytest.raises(ValueError, match=r"plain.pt is not a zoo checkpoint .* method=moco"):
         encoders.zoo(tmp_path / "plain.pt")
     built = build(make_config("method=dae"))
-    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False)
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.fit(built.method, datamodule=built.datamodule)
     trainer.save_checkpoint(tmp_path / "dae.ckpt")
     with pytest.raises(ValueError, match=r"dae.ckpt is a DAE checkpoint, which has no backbone"):
