@@ -108,7 +108,7 @@ def test_averaging_over_draws_shrinks_the_noise() -> None:
     loader = BlobData().probe_dataloaders()[0]
     one, _ = noise_averaged_features(Layered(), loader, 1, {"t": 0.5, "layer": 1})
     many, labels = noise_averaged_features(Layered(), loader, 16, {"t": 0.5, "layer": 1})
-    assert many.std() == pytest.approx(one.std() / 4, rel=0.1)
+    assert many.std().item() == pytest.approx(one.std().item() / 4, rel=0.1)
     assert torch.equal(labels, BlobData().train.y)
     again, _ = noise_averaged_features(Layered(), loader, 16, {"t": 0.5, "layer": 1})
     assert torch.equal(many, again)
