@@ -69,3 +69,17 @@ def test_the_wheel_runs_from_another_folder_with_a_users_config(tmp_path: Path) 
        cwd=project, env=env)
     config = (project / "runs" / "mine" / ".hydra" / "config.yaml").read_text()
     assert "my_methods.MyDAE" in config and (project / "runs" / "mine" / "metrics.json").is_file()
+
+
+def shell_commands(text: str) -> list[str]:
+    """The ``pip``/``pytest`` command lines of a shell script or README, comments dropped."""
+    lines = (line.split("#")[0].strip() for line in text.splitlines())
+    return [line for line in lines if line.startswith(("pip ", "pytest"))]
+
+
+def test_ci_runs_the_readmes_install_and_test_commands_and_nothing_else() -> None:
+    """On a fresh machine: one install (torch and torchvision resolve from pyproject's ranges), then pytest."""
+    ci = shell_commands((ROOT / ".ci" / "run").read_text())
+    assert ci == ['pip install -e ".[dev]"', "pytest"]
+    readme = shell_commands((ROOT / "README.md").read_text())
+    assert set(ci) <= set(readme) and not [line for line in readme if "torch==" in line]

@@ -6,6 +6,11 @@ writes ``<run dir>/<name>.json`` (labels split on ``/`` into nested keys; each l
 reported metric, or a dict of them), ``<name>.md`` (a markdown table), and the same table to
 TensorBoard as text. The sub-runs are composed from the same config and command-line overrides
 as the experiment itself, so every Hydra group can change between them.
+
+``study_jobs=n`` fits the independent sub-runs of a study n at a time, each in its own process
+of ``threads / n`` threads (joblib's loky workers, the executor of Hydra's joblib launcher): on a
+small CPU, n one-thread processes outrun one n-thread process. The table is the same as
+sequentially: each sub-run seeds itself, and runs of equal thread count compute the same figures.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -78,19 +84,88 @@ def fit_runs(
     cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]], columns: Mapping[str, str]
 ) -> dict[str, dict[str, float]]:
     """Fit every run into its subfolder; ``{label: {column: the run's final value of its metric}}``."""
+    return {label: pick(name, label, metrics, columns) for label, metrics in fit_all(cfg, name, runs).items()}
+
+
+def fit_all(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+    """Fit every run into its subfolder, ``study_jobs`` at a time; ``{label: the run's final metrics}``."""
     from zoo.train import fit
 
     root = Path(cfg.paths.output_dir)
-    results: dict[str, dict[str, float]] = {}
-    for label, overrides in runs.items():
-        out = root / label.replace("/", "_")
-        sub = compose_run([*base_overrides(), *overrides, "study=null", f"paths.output_dir={out}"])
-        metrics = fit(sub, info={"method": name, "data": label, "overrides": list(overrides)})
-        missing = [metric for metric in columns.values() if metric not in metrics]
-        if missing:
-            raise KeyError(f"study {name}: run {label} logged no {missing}; it logged {sorted(metrics)}")
-        results[label] = {column: metrics[metric] for column, metric in columns.items()}
-    return results
+    subs = {
+        label: compose_run(
+            [
+                *base_overrides(),
+                *overrides,
+                "study=null",
+                f"paths.output_dir={root / label.replace('/', '_')}",
+            ]
+        )
+        for label, overrides in runs.items()
+    }
+    infos = {
+        label: {"method": name, "data": label, "overrides": list(overrides)}
+        for label, overrides in runs.items()
+    }
+    jobs = side_by_side(cfg, subs)
+    if jobs == 1:
+        return {label: fit(sub, info=infos[label]) for label, sub in subs.items()}
+    from joblib import Parallel, delayed
+
+    hydra_cfg = HydraConfig.instance().cfg
+    threads = max(1, torch.get_num_threads() // jobs)
+    fitted = Parallel(n_jobs=jobs, backend="loky")(
+        delayed(fit_in_worker)(sub, infos[label], hydra_cfg, threads) for label, sub in subs.items()
+    )
+    return dict(zip(subs, fitted))
+
+
+def pick(name: str, label: str, metrics: Mapping[str, float], columns: Mapping[str, str]) -> dict[str, float]:
+    """``{column: metrics[metric]}`` of study ``name``'s run ``label``; a metric it did not log is named."""
+    missing = [metric for metric in columns.values() if metric not in metrics]
+    if missing:
+        raise KeyError(f"study {name}: run {label} logged no {missing}; it logged {sorted(metrics)}")
+    return {column: metrics[metric] for column, metric in columns.items()}
+
+
+def fit_checkpoints(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]]) -> dict[str, Path]:
+    """Fit every run (``study_jobs`` at a time) into its subfolder; ``{label: its last.ckpt}``."""
+    fit_all(cfg, name, runs)
+    root = Path(cfg.paths.output_dir)
+    return {label: root / label.replace("/", "_") / "checkpoints" / "last.ckpt" for label in runs}
+
+
+def side_by_side(cfg: DictConfig, subs: Mapping[str, DictConfig]) -> int:
+    """How many of ``subs`` run at once: ``study_jobs``, at most one per run, refused for multi-process runs."""
+    from zoo.train import processes_per_run
+
+    jobs = cfg.get("study_jobs", 1)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"study_jobs={jobs}: the number of a study's runs side by side is an integer >= 1")
+    jobs = min(jobs, len(subs))
+    if jobs > 1:
+        for label, sub in subs.items():
+            processes = processes_per_run(sub.trainer)
+            if processes != 1:
+                raise ValueError(
+                    f"study_jobs={jobs} runs the study's runs side by side, one process each, but run {label} "
+                    f"asks for trainer.devices x trainer.num_nodes = {processes or sub.trainer.get('devices')} "
+                    "processes; use study_jobs=1 for a multi-device study, or trainer.devices=1"
+                )
+    return jobs
+
+
+def fit_in_worker(
+    cfg: DictConfig, info: Mapping[str, Any], hydra_cfg: DictConfig | None, threads: int
+) -> dict[str, float]:
+    """``zoo.train.fit`` in a worker process, with ``threads`` threads and the experiment's Hydra runtime
+    (``hydra_cfg``: the config ``HydraConfig`` holds in the parent, or None outside Hydra)."""
+    from zoo.train import fit
+
+    torch.set_num_threads(threads)
+    if hydra_cfg is not None:
+        HydraConfig.instance().set_config(hydra_cfg)
+    return fit(cfg, info=dict(info))
 
 
 def flatten_results(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -114,7 +189,10 @@ def markdown_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """One row per run label, one column per reported metric."""
     columns = list(next(iter(results.values())))
     lines = ["| run | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    lines += [f"| {label} | " + " | ".join(f"{row[c]:.4g}" for c in columns) + " |" for label, row in results.items()]
+    lines += [
+        f"| {label} | " + " | ".join(f"{row[c]:.4g}" for c in columns) + " |"
+        for label, row in results.items()
+    ]
     return "\n".join(lines) + "\n"
 
 

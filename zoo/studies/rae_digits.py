@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import Tensor
 
 from callbacks.frechet_distance import frechet_distance, frechet_interval
@@ -36,8 +36,7 @@ from callbacks.reference_net import ReferenceNet
 from zoo.autoencoder import load_autoencoder
 from zoo.diffusion.time_samplers import alpha_for_dim
 from zoo.loading import Has, load_method
-from zoo.studies.reward_guidance import trained_checkpoint
-from zoo.study import base_overrides, compose_run
+from zoo.study import base_overrides, compose_run, fit_checkpoints, fit_runs
 
 
 def dimension_alpha(latent_shape: Sequence[int], base: int) -> float:
@@ -45,21 +44,18 @@ def dimension_alpha(latent_shape: Sequence[int], base: int) -> float:
     return alpha_for_dim(math.prod(latent_shape), base)
 
 
-def latent_config(overrides: Sequence[str], autoencoder: Path, shift_base: int | None) -> DictConfig:
-    """The run config of ``overrides`` in the latent space of ``autoencoder``; ``shift_base`` turns on the
-    method's dimension-dependent shift (``method.dimension_shift``: alpha from the latent's shape)."""
+def latent_overrides(overrides: Sequence[str], autoencoder: Path, shift_base: int | None) -> list[str]:
+    """``overrides`` in the latent space of ``autoencoder``; ``shift_base`` turns on the method's
+    dimension-dependent shift (``method.dimension_shift``: alpha from the latent's shape)."""
     shift = [] if shift_base is None else [f"method.dimension_shift={shift_base}"]
-    return compose_run([*base_overrides(), *overrides, *shift, f"autoencoder={autoencoder}", "study=null"])
+    return [*overrides, *shift, f"autoencoder={autoencoder}"]
 
 
-def latent_run(label: str, overrides: Sequence[str], autoencoder: Path, shift_base: int | None, root: Path) -> dict:
-    """Fit the latent diffusion run ``label`` into ``root/label``; its final metrics."""
-    from zoo.train import fit
-
-    cfg = latent_config(overrides, autoencoder, shift_base)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(root / label)
-    return fit(cfg, info={"method": label, "data": "rae_digits", "overrides": list(overrides)})
+def latent_config(overrides: Sequence[str], autoencoder: Path, shift_base: int | None) -> DictConfig:
+    """The run config of ``latent_overrides``, composed like the study's runs."""
+    return compose_run(
+        [*base_overrides(), *latent_overrides(overrides, autoencoder, shift_base), "study=null"]
+    )
 
 
 def draw(method: torch.nn.Module, n: int, seed: int, chunk: int = 500) -> Tensor:
@@ -86,19 +82,29 @@ def run(
 ) -> dict[str, float]:
     """Train or load the encoder, the decoders and the latent DiTs; write ``<name>.json``/``.md``."""
     if set(widths) != {"narrow", "wide", "narrow_dh"}:
-        raise ValueError(f"study.widths has arms {sorted(widths)}; the width claim needs narrow, wide and narrow_dh")
+        raise ValueError(
+            f"study.widths has arms {sorted(widths)}; the width claim needs narrow, wide and narrow_dh"
+        )
     root = Path(cfg.paths.output_dir)
     seed = int(cfg.seed)
-    encoder_path = Path(encoder_ckpt) if encoder_ckpt else trained_checkpoint("moco", encoder_run, root)
+    encoder_path = (
+        Path(encoder_ckpt) if encoder_ckpt else fit_checkpoints(cfg, name, {"moco": encoder_run})["moco"]
+    )
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    paths, raes = {}, {}
-    for tau in taus:
-        label = f"tau{tau:g}"
-        paths[label] = trained_checkpoint(
-            f"rae_{label}", [*rae_run, f"encoder.ckpt={encoder_path}", f"method.noise_tau={tau}"], root
-        )
-        raes[label] = load_autoencoder(paths[label], datamodule.shape, setting=f"study rae_{label}")
+    decoders = fit_checkpoints(
+        cfg,
+        name,
+        {
+            f"rae_tau{tau:g}": [*rae_run, f"encoder.ckpt={encoder_path}", f"method.noise_tau={tau}"]
+            for tau in taus
+        },
+    )
+    paths = {label.removeprefix("rae_"): path for label, path in decoders.items()}
+    raes = {
+        label: load_autoencoder(path, datamodule.shape, setting=f"study rae_{label}")
+        for label, path in paths.items()
+    }
     noised = f"tau{max(taus):g}"
     latent_shape = raes[noised].latent_shape
     alpha = dimension_alpha(latent_shape, shift_base)
@@ -115,13 +121,27 @@ def run(
         lo, hi = frechet_interval(real, features, seed=seed)
         return float(frechet_distance(real, features)), float(lo), float(hi)
 
-    arms = {**{width: (widths[width], shift_base) for width in widths}, "wide_noshift": (widths["wide"], None)}
-    losses, models = {}, {}
-    for arm, (overrides, arm_shift) in arms.items():
-        losses[arm] = latent_run(arm, [*diffusion_run, *overrides], paths[noised], arm_shift, root)["val/loss"]
-        models[arm] = load_method(root / arm / "checkpoints" / "last.ckpt", expect=Has("sample"), setting=f"study {arm}")
+    arms = {
+        **{width: (widths[width], shift_base) for width in widths},
+        "wide_noshift": (widths["wide"], None),
+    }
+    runs = {
+        arm: latent_overrides([*diffusion_run, *overrides], paths[noised], arm_shift)
+        for arm, (overrides, arm_shift) in arms.items()
+    }
+    losses = {arm: row["loss"] for arm, row in fit_runs(cfg, name, runs, {"loss": "val/loss"}).items()}
+    models = {
+        arm: load_method(
+            root / arm / "checkpoints" / "last.ckpt", expect=Has("sample"), setting=f"study {arm}"
+        )
+        for arm in arms
+    }
 
-    figures: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {"noise_aug": {}, "width": {}, "shift": {}}
+    figures: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {
+        "noise_aug": {},
+        "width": {},
+        "shift": {},
+    }
     wide = models["wide"]
     for label, rae in raes.items():
         wide.autoencoder = rae  # one latent space: the same generated latents through this decoder
@@ -132,9 +152,15 @@ def run(
     samples = {arm: draw(model, n_samples, seed) for arm, model in models.items()}
     for arm in widths:
         figures["width"][arm] = {"loss": losses[arm], "gen_fd": fd(samples[arm])}
-    figures["shift"] = {"none": {"gen_fd": fd(samples["wide_noshift"])}, "dim": {"gen_fd": fd(samples["wide"])}}
+    figures["shift"] = {
+        "none": {"gen_fd": fd(samples["wide_noshift"])},
+        "dim": {"gen_fd": fd(samples["wide"])},
+    }
     tree = {
-        claim: {arm: {key: value if isinstance(value, float) else value[0] for key, value in row.items()} for arm, row in rows.items()}
+        claim: {
+            arm: {key: value if isinstance(value, float) else value[0] for key, value in row.items()}
+            for arm, row in rows.items()
+        }
         for claim, rows in figures.items()
     }
     if rank_zero_only.rank == 0:
@@ -164,9 +190,14 @@ def write(
 
     lines = [f"# {name}", "", f"Latent {' x '.join(map(str, latent_shape))}, shift alpha = {alpha:.3g}.", ""]
     lines += ["## (a) noise-augmented decoding", "", "| decoder | gen_fd | rec_fd |", "|---|---|---|"]
-    lines += [f"| {arm} | {cell(row['gen_fd'])} | {cell(row['rec_fd'])} |" for arm, row in figures["noise_aug"].items()]
+    lines += [
+        f"| {arm} | {cell(row['gen_fd'])} | {cell(row['rec_fd'])} |"
+        for arm, row in figures["noise_aug"].items()
+    ]
     lines += ["", "## (b) DiT width", "", "| arm | loss | gen_fd |", "|---|---|---|"]
-    lines += [f"| {arm} | {row['loss']:.4g} | {cell(row['gen_fd'])} |" for arm, row in figures["width"].items()]
+    lines += [
+        f"| {arm} | {row['loss']:.4g} | {cell(row['gen_fd'])} |" for arm, row in figures["width"].items()
+    ]
     lines += ["", "## (c) dimension-dependent shift", "", "| arm | gen_fd |", "|---|---|"]
     lines += [f"| {arm} | {cell(row['gen_fd'])} |" for arm, row in figures["shift"].items()]
     (root / f"{name}.md").write_text("\n".join(lines) + "\n")

@@ -78,28 +78,29 @@ def run(
             "study.seeds is empty: give at least one training seed (3 or more for a band over seeds)"
         )
     root = Path(cfg.paths.output_dir)
-    per_run: dict[str, dict[str, float]] = {}
-    arms: dict[str, dict[str, float | str]] = {}
-    curves: dict[str, ShapeVerdict] = {}
+    plan: dict[str, tuple[str, int, list[str]]] = {}  # label -> (arm, seed, overrides)
     for model, model_overrides in models.items():
         for size, size_overrides in runs.items():
             arm = size if model == next(iter(models)) else f"{size}_{model}"
-            correct, metrics = [], []
             for seed in seeds:
-                label = f"{arm}/seed{seed}"
-                overrides = [*size_overrides, *model_overrides, f"seed={seed}"]
-                per_run[label] = fit_runs(cfg, name, {label: overrides}, report)[label]
-                metrics.append(per_run[label])
-                module = load_method(root / label.replace("/", "_") / "checkpoints" / "last.ckpt")
-                sub = compose_run([*base_overrides(), *overrides, "study=null"])
-                loader, scored = labelled_pool(sub.data)
-                correct.append(
-                    cross_validated_curve(
-                        module, loader, scored, levels, draws, folds, seed, weight_decay, max_iter
-                    )
+                plan[f"{arm}/seed{seed}"] = (arm, seed, [*size_overrides, *model_overrides, f"seed={seed}"])
+    per_run = fit_runs(cfg, name, {label: overrides for label, (_, _, overrides) in plan.items()}, report)
+    arms: dict[str, dict[str, float | str]] = {}
+    curves: dict[str, ShapeVerdict] = {}
+    for arm in dict.fromkeys(arm for arm, _, _ in plan.values()):
+        labels = [label for label, (of, _, _) in plan.items() if of == arm]
+        correct = []
+        for label in labels:
+            _, seed, overrides = plan[label]
+            module = load_method(root / label.replace("/", "_") / "checkpoints" / "last.ckpt")
+            loader, scored = labelled_pool(compose_run([*base_overrides(), *overrides, "study=null"]).data)
+            correct.append(
+                cross_validated_curve(
+                    module, loader, scored, levels, draws, folds, seed, weight_decay, max_iter
                 )
-            curves[arm] = shape_verdict(levels, correct, alpha, n_bootstrap, seed=0)
-            arms[arm] = arm_summary(curves[arm], metrics)
+            )
+        curves[arm] = shape_verdict(levels, correct, alpha, n_bootstrap, seed=0)
+        arms[arm] = arm_summary(curves[arm], [per_run[label] for label in labels])
     if rank_zero_only.rank == 0:
         write_report(root, name, per_run, single=False)
         write_arms(root, name, arms, curves)

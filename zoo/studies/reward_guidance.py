@@ -25,17 +25,7 @@ from callbacks.reference_net import ReferenceNet
 from zoo.encoders import zoo as zoo_encoder
 from zoo.loading import Has, load_method
 from zoo.rewards import PrototypeReward, RewardGuidance
-from zoo.study import base_overrides, compose_run, flatten_results, write_report
-
-
-def trained_checkpoint(label: str, overrides: Sequence[str], root: Path) -> Path:
-    """Fit the sub-run ``label`` into ``root/label`` (composed like the study) and return its last checkpoint."""
-    from zoo.train import fit
-
-    out = root / label
-    sub = compose_run([*base_overrides(), *overrides, "study=null", f"paths.output_dir={out}"])
-    fit(sub, info={"method": label, "data": "reward_guidance", "overrides": list(overrides)})
-    return out / "checkpoints" / "last.ckpt"
+from zoo.study import fit_checkpoints, flatten_results, write_report
 
 
 def run(
@@ -54,9 +44,16 @@ def run(
     from hydra.utils import instantiate
 
     root = Path(cfg.paths.output_dir)
-    encoder_path = Path(encoder_ckpt) if encoder_ckpt else trained_checkpoint("moco", encoder_run, root)
-    model_path = Path(diffusion_ckpt) if diffusion_ckpt else trained_checkpoint("diffusion", diffusion_run, root)
-    model = load_method(model_path, expect=Has("sample"), expected="a diffusion checkpoint", setting="study.diffusion_ckpt")
+    given = {"moco": encoder_ckpt, "diffusion": diffusion_ckpt}
+    runs = {"moco": encoder_run, "diffusion": diffusion_run}
+    paths = {
+        **fit_checkpoints(cfg, name, {label: runs[label] for label, path in given.items() if path is None}),
+        **{label: Path(path) for label, path in given.items() if path is not None},
+    }
+    encoder_path, model_path = paths["moco"], paths["diffusion"]
+    model = load_method(
+        model_path, expect=Has("sample"), expected="a diffusion checkpoint", setting="study.diffusion_ckpt"
+    )
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     reference = ReferenceNet()

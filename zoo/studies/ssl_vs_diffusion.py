@@ -27,7 +27,15 @@ from torch import Tensor, nn
 from callbacks.features import EmbedFn
 from zoo.loading import load_method
 from zoo.studies.probe_baselines import probe_scores, raw_pixels
-from zoo.study import base_overrides, compose_run, fit_runs, flatten_results, markdown_table, write_report
+from zoo.study import (
+    base_overrides,
+    compose_run,
+    fit_all,
+    flatten_results,
+    markdown_table,
+    pick,
+    write_report,
+)
 
 
 def at_cell(layer: int, t: float, draws: int) -> EmbedFn:
@@ -103,14 +111,12 @@ def run(
                 else None
             )
 
-        for learner, overrides in runs.items():
+        fitted = fit_all(cfg, name, {f"{size}/{learner}": overrides for learner, overrides in runs.items()})
+        label = f"{size}/{map_learner}"
+        picked = pick(name, label, fitted[label], {"layer": "probe_map/best_layer", "t": "probe_map/best_t"})
+        cells[size] = {"layer": int(picked["layer"]), "t": round(float(picked["t"]), 6)}
+        for learner in runs:
             label = f"{size}/{learner}"
-            columns = (
-                {"layer": "probe_map/best_layer", "t": "probe_map/best_t"} if learner == map_learner else {}
-            )
-            picked = fit_runs(cfg, name, {label: overrides}, columns)[label]
-            if learner == map_learner:
-                cells[size] = {"layer": int(picked["layer"]), "t": round(float(picked["t"]), 6)}
             module = load_method(root / label.replace("/", "_") / "checkpoints" / "last.ckpt")
             results[label] = probe_scores(module, loaders, knn, linear, features(learner, cells.get(size)))
         for learner in random_init:

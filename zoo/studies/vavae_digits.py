@@ -26,8 +26,7 @@ from callbacks.frechet_distance import frechet_distance
 from callbacks.reference_net import ReferenceNet
 from zoo.autoencoder import load_autoencoder
 from zoo.loading import Has, load_method
-from zoo.studies.reward_guidance import trained_checkpoint
-from zoo.study import flatten_results, write_report
+from zoo.study import fit_checkpoints, flatten_results, write_report
 
 
 @torch.no_grad()
@@ -53,11 +52,15 @@ def run(
     """Train (or take) the encoder, then per ``d`` and arm the autoencoder and its latent DiT; write the table."""
     root = Path(cfg.paths.output_dir)
     if encoder_ckpt and not Path(encoder_ckpt).is_file():
-        raise FileNotFoundError(f"study.encoder_ckpt={encoder_ckpt}: no such checkpoint; pass a MoCo run's last.ckpt or null")
+        raise FileNotFoundError(
+            f"study.encoder_ckpt={encoder_ckpt}: no such checkpoint; pass a MoCo run's last.ckpt or null"
+        )
     encoder = (
         Path(encoder_ckpt)
         if encoder_ckpt
-        else trained_checkpoint("moco", [*encoder_run, f"trainer.max_epochs={encoder_epochs}"], root)
+        else fit_checkpoints(cfg, name, {"moco": [*encoder_run, f"trainer.max_epochs={encoder_epochs}"]})[
+            "moco"
+        ]
     )
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -67,24 +70,36 @@ def run(
     real = torch.cat([features(reference, batch["x"]) for batch in train_loader])
     val = torch.cat([batch["x"] for batch in val_loader])
     arms = {"vae": list(vae_run), "vavae": [*vavae_run, "encoder=zoo", f"encoder.ckpt={encoder}"]}
+    cells = {f"d{d}_{arm}": (d, arm) for d in dims for arm in arms}
+    autoencoders = fit_checkpoints(
+        cfg,
+        name,
+        {
+            label: [*arms[arm], f"method.net.latent_channels={d}", f"trainer.max_epochs={autoencoder_epochs}"]
+            for label, (d, arm) in cells.items()
+        },
+    )
+    latent = [f"trainer.max_epochs={diffusion_epochs}"]
+    models = fit_checkpoints(
+        cfg,
+        name,
+        {
+            f"{label}_dit": [*diffusion_run, f"autoencoder={path}", *latent]
+            for label, path in autoencoders.items()
+        },
+    )
     results: dict[str, dict[str, float]] = {}
-    for d in dims:
-        for arm, overrides in arms.items():
-            label = f"d{d}_{arm}"
-            sizes = [f"method.net.latent_channels={d}", f"trainer.max_epochs={autoencoder_epochs}"]
-            path = trained_checkpoint(label, [*overrides, *sizes], root)
-            autoencoder = load_autoencoder(path, datamodule.shape, setting=f"study ({label})")
-            with torch.no_grad():
-                recon = torch.cat([autoencoder.decode(autoencoder.encode(x)) for x in val.split(256)])
-            latent = [f"autoencoder={path}", f"trainer.max_epochs={diffusion_epochs}"]
-            model_path = trained_checkpoint(f"{label}_dit", [*diffusion_run, *latent], root)
-            model = load_method(model_path, expect=Has("sample"), setting=f"study ({label}_dit)")
-            samples = model.sample(n_samples, generator=torch.Generator().manual_seed(int(cfg.seed)))
-            results[f"d{d}/{arm}"] = {
-                "rec_mse": float((recon - val).pow(2).mean()),
-                "rec_fd": float(frechet_distance(real, features(reference, recon))),
-                "gen_fd": float(frechet_distance(real, features(reference, samples))),
-            }
+    for label, (d, arm) in cells.items():
+        autoencoder = load_autoencoder(autoencoders[label], datamodule.shape, setting=f"study ({label})")
+        with torch.no_grad():
+            recon = torch.cat([autoencoder.decode(autoencoder.encode(x)) for x in val.split(256)])
+        model = load_method(models[f"{label}_dit"], expect=Has("sample"), setting=f"study ({label}_dit)")
+        samples = model.sample(n_samples, generator=torch.Generator().manual_seed(int(cfg.seed)))
+        results[f"d{d}/{arm}"] = {
+            "rec_mse": float((recon - val).pow(2).mean()),
+            "rec_fd": float(frechet_distance(real, features(reference, recon))),
+            "gen_fd": float(frechet_distance(real, features(reference, samples))),
+        }
     if rank_zero_only.rank == 0:
         write_report(root, name, results, single=False)
     return flatten_results(results)
