@@ -58,6 +58,7 @@ def test_reduced_cd_digits_keeps_the_ordering(make_config, tmp_path: Path) -> No
     one step 33.4); at 150 steps it is not learned yet (34.6 against 30.9), so it is not asserted here."""
     cfg = make_config(
         "experiment=cd_digits",
+        "study_jobs=2",
         "net.block_out_channels=[16,32]",
         "study.teacher_budget=300",
         "study.budget=150",

@@ -149,7 +149,7 @@ def test_probe_baselines_refuse_an_unknown_baseline_run(make_config) -> None:
 @pytest.mark.slow
 def test_dae_memorizes_five_images_and_not_all(make_config, tmp_path) -> None:
     """The memorization signature of Zhang et al. (ICLR 2026, Fig. 4-5) at a tenth of the steps."""
-    cfg = make_config("experiment=dae_memorization", "trainer.max_epochs=1", output_dir=tmp_path / "study")
+    cfg = make_config("experiment=dae_memorization", "study_jobs=2", "trainer.max_epochs=1", output_dir=tmp_path / "study")
     main(cfg)
     table = json.loads((tmp_path / "study" / "dae_memorization.json").read_text())
     few, every = table["5"], table["1437"]
@@ -169,6 +169,7 @@ def test_moco_v2_beats_its_random_init(make_config, tmp_path) -> None:
     """
     cfg = make_config(
         "experiment=moco_digits",
+        "study_jobs=2",
         "trainer.max_epochs=10",
         "~study.runs.moco_v3",
         output_dir=tmp_path / "study",

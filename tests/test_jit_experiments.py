@@ -83,7 +83,7 @@ def test_reduced_jit_toy_keeps_x_prediction_and_loses_eps_and_v_at_high_dimensio
 
     Measured (1,000 samples): D = 2 x 0.053, eps 0.108, v 0.092; D = 512 x 0.074, eps 1007, v 21.9.
     """
-    cfg = make_config("experiment=jit_toy", "data.train_repeats=24", "callbacks.generative.n_samples=1000")
+    cfg = make_config("experiment=jit_toy", "study_jobs=2", "data.train_repeats=24", "callbacks.generative.n_samples=1000")
     with open_dict(cfg):
         for label in [label for label in cfg.study.runs if label.split("/")[0] not in ("2", "512")]:
             del cfg.study.runs[label]

@@ -537,7 +537,7 @@ def test_probe_metrics_do_not_depend_on_world_size(tmp_path):
             WeightGrid(n_rows=6, top_k=2),
             OnlineLinearProbe(),
         ]
-        run = trainer(tmp_path, callbacks, logger=False, **kwargs)
+        run = trainer(tmp_path, callbacks, logger=False, default_root_dir=tmp_path, **kwargs)
         run.fit(NoisyLinear(), datamodule=BlobData(views=True))
         return {key: float(value) for key, value in run.callback_metrics.items()}
 

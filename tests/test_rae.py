@@ -207,6 +207,7 @@ def test_width_claim_in_small(seed: int, tmp_path: Path) -> None:
     """RAE's width claim: below the token dim the loss stays high; at/above it, or with the DDT head, it does not."""
     overrides = [
         "experiment=rae_digits",
+        "study_jobs=2",
         f"seed={seed}",
         "study.encoder_run=['method=moco','net=vit','net.embed_dim=32','net.num_heads=4','data.views=mocov2_noflip',"
         "'trainer.max_epochs=3']",

@@ -39,6 +39,7 @@ def test_the_study_writes_runs_arms_verdicts_and_bands(make_config, tmp_path) ->
     """One optimizer step per run, two seeds, two data sizes, one model: every output is there."""
     cfg = make_config(
         "experiment=rep_dynamics",
+        "study_jobs=2",
         "trainer=debug",
         "trainer.limit_train_batches=1",
         "trainer.max_epochs=1",

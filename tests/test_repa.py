@@ -102,7 +102,8 @@ def test_repa_needs_an_encoder(make_config) -> None:
 
 def test_an_encoder_checkpoint_of_no_representation_method_is_refused(tmp_path: Path, make_config) -> None:
     built = build(make_config("method=dae"))
-    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False)
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path)
     trainer.fit(built.method, datamodule=built.datamodule)
     trainer.save_checkpoint(tmp_path / "dae.ckpt")
     message = refusal(make_config, *TINY, "encoder=zoo", f"encoder.ckpt={tmp_path / 'dae.ckpt'}")
@@ -184,6 +185,7 @@ def test_repa_under_two_process_ddp(tmp_path: Path) -> None:
 
 REDUCED = [
     "experiment=repa_digits",
+    "study_jobs=2",
     "study.encoder_run=['method=moco','data.views=mocov2_noflip','trainer.max_epochs=2','~callbacks.progress']",
     "~study.arms.random_encoder",
     "study.epochs=10",

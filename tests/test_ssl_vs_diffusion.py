@@ -66,6 +66,7 @@ def test_study_writes_one_table_per_size(make_config, tmp_path) -> None:
     """Two optimizer steps per learner; every row probed on the same 1,437 train / 180 test features."""
     cfg = make_config(
         "experiment=ssl_vs_diffusion",
+        "study_jobs=2",
         "trainer=debug",
         "trainer.limit_train_batches=2",
         output_dir=tmp_path / "study",

@@ -8,15 +8,19 @@ TensorBoard as text. The sub-runs are composed from the same config and command-
 as the experiment itself, so every Hydra group can change between them.
 
 ``study_jobs=n`` fits the independent sub-runs of a study n at a time, each in its own process
-of ``threads / n`` threads (joblib's loky workers, the executor of Hydra's joblib launcher): on a
-small CPU, n one-thread processes outrun one n-thread process. The table is the same as
-sequentially: each sub-run seeds itself, and runs of equal thread count compute the same figures.
+of ``threads / n`` threads (joblib's loky workers, the executor of Hydra's joblib launcher). It pays
+where one run cannot use every core (small token DiTs); each worker takes seconds to start. The
+table is the same as sequentially: each sub-run seeds itself, and runs of equal thread count
+compute the same figures.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +37,9 @@ CONF_DIR = conf_dir()
 
 
 def compose_run(overrides: Sequence[str]) -> DictConfig:
-    """The run config for ``overrides``, composed like ``run.py`` composes it (no ``hydra`` node)."""
-    overrides = list(overrides)
+    """The run config for ``overrides``, composed like ``run.py`` composes it (no ``hydra`` node), with the
+    experiment's own config search path (a user's ``hydra.searchpath=[file://my_confs]``)."""
+    overrides = [*search_path(), *overrides]
     if GlobalHydra.instance().is_initialized():
         cfg = compose("config", overrides=overrides)
     else:
@@ -57,6 +62,13 @@ def compose_as_run_py(overrides: Sequence[str], output_dir: Path) -> DictConfig:
     with open_dict(cfg):
         del cfg.hydra
     return cfg
+
+
+def search_path() -> list[str]:
+    """The ``hydra.searchpath`` override the experiment was started with, if any."""
+    if not HydraConfig.initialized():
+        return []
+    return [o for o in HydraConfig.get().overrides.hydra if o.startswith("hydra.searchpath=")]
 
 
 def base_overrides() -> list[str]:
@@ -114,10 +126,35 @@ def fit_all(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]]) -> di
 
     hydra_cfg = HydraConfig.instance().cfg
     threads = max(1, torch.get_num_threads() // jobs)
-    fitted = Parallel(n_jobs=jobs, backend="loky")(
-        delayed(fit_in_worker)(sub, infos[label], hydra_cfg, threads) for label, sub in subs.items()
-    )
+    with sigterm_stops_the_workers(name, root):
+        fitted = Parallel(n_jobs=jobs, backend="loky")(
+            delayed(fit_in_worker)(sub, infos[label], hydra_cfg, threads) for label, sub in subs.items()
+        )
     return dict(zip(subs, fitted))
+
+
+@contextmanager
+def sigterm_stops_the_workers(name: str, root: Path) -> Iterator[None]:
+    """While the workers run, SIGTERM raises ``Interrupted`` in the parent, so joblib kills the workers
+    instead of leaving them running when the parent ends (Python's default SIGTERM skips all cleanup)."""
+    from zoo.resume import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Interrupted(
+            f"interrupted by SIGTERM during study {name}: its side-by-side runs were stopped; each run's folder "
+            f"under {root} keeps its last checkpoint",
+            int(signal.SIGTERM),
+        )
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def pick(name: str, label: str, metrics: Mapping[str, float], columns: Mapping[str, str]) -> dict[str, float]:

@@ -87,7 +87,7 @@ def run(
     per_run = fit_runs(cfg, name, {label: overrides for label, (_, _, overrides) in plan.items()}, report)
     arms: dict[str, dict[str, float | str]] = {}
     curves: dict[str, ShapeVerdict] = {}
-    for arm in dict.fromkeys(arm for arm, _, _ in plan.values()):
+    for arm in dict.fromkeys(of for of, _, _ in plan.values()):
         labels = [label for label, (of, _, _) in plan.items() if of == arm]
         correct = []
         for label in labels:
