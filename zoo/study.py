@@ -110,7 +110,7 @@ def fit_all(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]]) -> di
                 *base_overrides(),
                 *overrides,
                 "study=null",
-                f"paths.output_dir={root / label.replace('/', '_')}",
+                f"paths.output_dir={run_folder(root, label)}",
             ]
         )
         for label, overrides in runs.items()
@@ -168,8 +168,17 @@ def pick(name: str, label: str, metrics: Mapping[str, float], columns: Mapping[s
 def fit_checkpoints(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]]) -> dict[str, Path]:
     """Fit every run (``study_jobs`` at a time) into its subfolder; ``{label: its last.ckpt}``."""
     fit_all(cfg, name, runs)
-    root = Path(cfg.paths.output_dir)
-    return {label: root / label.replace("/", "_") / "checkpoints" / "last.ckpt" for label in runs}
+    return {label: last_checkpoint(cfg, label) for label in runs}
+
+
+def run_folder(root: Path, label: str) -> Path:
+    """The folder of the sub-run ``label`` under the study's folder ``root`` (``/`` in a label becomes ``_``)."""
+    return root / label.replace("/", "_")
+
+
+def last_checkpoint(cfg: DictConfig, label: str) -> Path:
+    """The last checkpoint of the study's sub-run ``label``."""
+    return run_folder(Path(cfg.paths.output_dir), label) / "checkpoints" / "last.ckpt"
 
 
 def side_by_side(cfg: DictConfig, subs: Mapping[str, DictConfig]) -> int:

@@ -36,7 +36,7 @@ from callbacks.reference_net import ReferenceNet
 from zoo.loading import load_method
 from zoo.methods.consistency import Consistency
 from zoo.methods.diffusion import Diffusion
-from zoo.study import fit_runs, flatten_results, write_report
+from zoo.study import fit_checkpoints, flatten_results, write_report
 
 T_90 = {2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833}
 """Student's t at 0.95 by degrees of freedom (the two-sided 90% interval over sample seeds)."""
@@ -95,13 +95,8 @@ def run(
         )
     root = Path(cfg.paths.output_dir)
     if teacher_ckpt is None:
-        fit_runs(
-            cfg,
-            name,
-            {"teacher": [*teacher_run, f"trainer.max_steps={teacher_budget}", "trainer.max_epochs=-1"]},
-            {},
-        )
-        teacher_ckpt = str(root / "teacher" / "checkpoints" / "last.ckpt")
+        teacher_run = [*teacher_run, f"trainer.max_steps={teacher_budget}", "trainer.max_epochs=-1"]
+        teacher_ckpt = str(fit_checkpoints(cfg, name, {"teacher": teacher_run})["teacher"])
     teacher = load_method(
         teacher_ckpt, expect=Diffusion, expected="a method=diffusion checkpoint", setting="study.teacher_ckpt"
     )
@@ -110,18 +105,15 @@ def run(
         "trainer.max_epochs=-1",
         f"method.sampler.taus=[{','.join(map(str, taus))}]",
     ]
-    fit_runs(
+    students = fit_checkpoints(
         cfg,
         name,
         {
             "cd": [*cd_run, *steps, "method.mode=distill", f"method.teacher={teacher_ckpt}"],
             "ct": [*ct_run, *steps, "method.mode=train"],
         },
-        {},
     )
-    cd, ct = (
-        load_method(root / run / "checkpoints" / "last.ckpt", expect=Consistency) for run in ("cd", "ct")
-    )
+    cd, ct = (load_method(students[run], expect=Consistency) for run in ("cd", "ct"))
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")

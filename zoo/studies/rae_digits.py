@@ -36,7 +36,7 @@ from callbacks.reference_net import ReferenceNet
 from zoo.autoencoder import load_autoencoder
 from zoo.diffusion.time_samplers import alpha_for_dim
 from zoo.loading import Has, load_method
-from zoo.study import base_overrides, compose_run, fit_checkpoints, fit_runs
+from zoo.study import base_overrides, compose_run, fit_checkpoints, fit_runs, last_checkpoint
 
 
 def dimension_alpha(latent_shape: Sequence[int], base: int) -> float:
@@ -131,10 +131,7 @@ def run(
     }
     losses = {arm: row["loss"] for arm, row in fit_runs(cfg, name, runs, {"loss": "val/loss"}).items()}
     models = {
-        arm: load_method(
-            root / arm / "checkpoints" / "last.ckpt", expect=Has("sample"), setting=f"study {arm}"
-        )
-        for arm in arms
+        arm: load_method(last_checkpoint(cfg, arm), expect=Has("sample"), setting=f"study {arm}") for arm in arms
     }
 
     figures: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {

@@ -28,7 +28,15 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from callbacks.shape_verdict import ShapeVerdict, band_figure, cross_validated_curve, shape_verdict
 from datamodules.base import BatchDictDataset
 from zoo.loading import load_method
-from zoo.study import base_overrides, compose_run, fit_runs, flatten_results, markdown_table, write_report
+from zoo.study import (
+    base_overrides,
+    compose_run,
+    fit_runs,
+    flatten_results,
+    last_checkpoint,
+    markdown_table,
+    write_report,
+)
 
 
 def images(dataset: Dataset) -> torch.Tensor:
@@ -92,7 +100,7 @@ def run(
         correct = []
         for label in labels:
             _, seed, overrides = plan[label]
-            module = load_method(root / label.replace("/", "_") / "checkpoints" / "last.ckpt")
+            module = load_method(last_checkpoint(cfg, label))
             loader, scored = labelled_pool(compose_run([*base_overrides(), *overrides, "study=null"]).data)
             correct.append(
                 cross_validated_curve(

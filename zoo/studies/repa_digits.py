@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from zoo.loading import Has, load_method
-from zoo.study import fit_runs, markdown_table
+from zoo.study import fit_checkpoints, fit_runs, last_checkpoint, markdown_table, run_folder
 from zoo.terms.alignment import RepresentationAlignment, centred_cosine
 
 FD = "gen/fd_classifier"
@@ -70,10 +70,14 @@ def speedup(vanilla_steps: float | None, repa_steps: float | None) -> float | No
 @torch.no_grad()
 def centred_alignment(checkpoint: Path, seed: int) -> float:
     """The mean-centred token cosine of the trained projector on the val split, at the run's noise levels."""
-    method = load_method(checkpoint, expect=Has("denoiser"), expected="a diffusion checkpoint", setting="study")
+    method = load_method(
+        checkpoint, expect=Has("denoiser"), expected="a diffusion checkpoint", setting="study"
+    )
     term = method.terms["align"]
     if not isinstance(term, RepresentationAlignment):
-        raise ValueError(f"{checkpoint}: method.terms.align is a {type(term).__name__}, not REPA's alignment term")
+        raise ValueError(
+            f"{checkpoint}: method.terms.align is a {type(term).__name__}, not REPA's alignment term"
+        )
     from hydra.utils import instantiate
 
     datamodule = instantiate(method.run_config["data"])
@@ -106,11 +110,12 @@ def run(
     ``epochs`` epochs with the FD of ``n_samples`` every ``eval_every``, then the arm's own overrides),
     write ``<name>.json``/``.md``; returns the flat figures."""
     if not {"vanilla", "repa"} <= set(arms):
-        raise ValueError(f"study.arms={list(arms)} needs a 'vanilla' and a 'repa' arm (speed-up of one over the other)")
+        raise ValueError(
+            f"study.arms={list(arms)} needs a 'vanilla' and a 'repa' arm (speed-up of one over the other)"
+        )
     root = Path(cfg.paths.output_dir)
     if encoder_ckpt is None:
-        fit_runs(cfg, f"{name}/encoder", {"moco": encoder_run}, {})
-        encoder_ckpt = str(root / "moco" / "checkpoints" / "last.ckpt")
+        encoder_ckpt = str(fit_checkpoints(cfg, f"{name}/encoder", {"moco": encoder_run})["moco"])
     if epochs % eval_every:
         raise ValueError(
             f"study.epochs={epochs} is not a multiple of study.eval_every={eval_every}: the final FD would be "
@@ -131,7 +136,7 @@ def run(
         for arm, overrides in arms.items()
     }
     finals = fit_runs(cfg, name, runs, COLUMNS)
-    curves = {arm: fd_curve(root / arm / "metrics.csv") for arm in runs}
+    curves = {arm: fd_curve(run_folder(root, arm) / "metrics.csv") for arm in runs}
     target = finals["vanilla"]["fd"]
     results: dict[str, Any] = {}
     for arm in runs:
@@ -139,7 +144,7 @@ def run(
             **finals[arm],
             "fd_curve": curves[arm],
             "steps_to_target": steps_to_target(curves[arm], target),
-            "l_proj_centred": centred_alignment(root / arm / "checkpoints" / "last.ckpt", int(cfg.seed)),
+            "l_proj_centred": centred_alignment(last_checkpoint(cfg, arm), int(cfg.seed)),
         }
     results["speedup"] = speedup(results["vanilla"]["steps_to_target"], results["repa"]["steps_to_target"])
     results["encoder_ckpt"] = encoder_ckpt
@@ -162,7 +167,10 @@ def write(root: Path, name: str, results: Mapping[str, Any], arms: Sequence[str]
         for arm in arms
     }
     steps = sorted({step for arm in arms for step in results[arm]["fd_curve"]})
-    curve = {f"step {step}": {arm: results[arm]["fd_curve"].get(step, float("nan")) for arm in arms} for step in steps}
+    curve = {
+        f"step {step}": {arm: results[arm]["fd_curve"].get(step, float("nan")) for arm in arms}
+        for step in steps
+    }
     text = (
         f"# {name}\n\nseed {results['seed']}; encoder {results['encoder_ckpt']}; speed-up "
         f"{results['speedup'] if results['speedup'] is None else round(results['speedup'], 3)}\n\n"

@@ -32,6 +32,7 @@ from zoo.study import (
     compose_run,
     fit_all,
     flatten_results,
+    last_checkpoint,
     markdown_table,
     pick,
     write_report,
@@ -117,7 +118,7 @@ def run(
         cells[size] = {"layer": int(picked["layer"]), "t": round(float(picked["t"]), 6)}
         for learner in runs:
             label = f"{size}/{learner}"
-            module = load_method(root / label.replace("/", "_") / "checkpoints" / "last.ckpt")
+            module = load_method(last_checkpoint(cfg, label))
             results[label] = probe_scores(module, loaders, knn, linear, features(learner, cells.get(size)))
         for learner in random_init:
             untrained = compose_run(
