@@ -24,7 +24,8 @@ def run_py(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_debug_run_leaves_one_complete_run_folder(tmp_path: Path) -> None:
     out = tmp_path / "x"
-    result = run_py(f"hydra.run.dir={out}", "trainer=debug")
+    # 500 samples for the end-of-run FD instead of 5,000: 15 s instead of 62 s, the same run folder.
+    result = run_py(f"hydra.run.dir={out}", "trainer=debug", "callbacks.generative.n_samples=500")
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -54,24 +55,11 @@ def test_compare_reads_event_files_without_metrics_json(tmp_path: Path, make_con
     assert "val/loss" in run.metrics
 
 
-def test_unknown_group_choice_lists_the_options(tmp_path: Path) -> None:
-    result = run_py("method=mocoo", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0
-    assert "Could not find 'method/mocoo'" in result.stderr and "dae" in result.stderr
-
-
 def test_misspelt_key_is_named_before_training(tmp_path: Path) -> None:
     result = run_py("trainer.max_step=3", f"hydra.run.dir={tmp_path / 'r'}")
     assert result.returncode != 0
     assert "trainer.max_step is not a key" in result.stderr and "did you mean trainer.max_steps" in result.stderr
     assert not (tmp_path / "r").exists()
-
-
-def test_misspelt_method_argument_is_one_clear_message(tmp_path: Path) -> None:
-    result = run_py("+method.hiden=3", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 1
-    assert "hiden" in result.stderr and "HYDRA_FULL_ERROR=1" in result.stderr
-    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_n_train_larger_than_the_data_fails_before_training(make_config) -> None:
