@@ -12,9 +12,10 @@ score class-conditional samples.
 It is built without data (``ReferenceNet()`` from the config) and ``fit_to(data)`` before first use
 (``GenerativeMetrics.setup`` calls it). The weights are cached as ``reference_net-<key>.pt`` in a cache
 folder, the key a hash of the training data (the bytes, shape and labels of the train split) and of the
-recipe (architecture, training settings, ``RECIPE_VERSION``). The file is a plain dict saved with
-``torch.save`` through a temporary file and ``os.replace`` and read with ``torch.load(weights_only=True)``;
-a file that cannot be read or does not match its key is reported, retrained and rewritten, never trusted.
+recipe (architecture, training settings, ``RECIPE_VERSION``). The file is a plain dict saved atomically
+(``callbacks.files.atomic_torch_save``) with the SHA-256 of its weights, and read with
+``torch.load(weights_only=True)``; a file that cannot be read, does not match its key, or whose weights
+do not match their SHA-256 (a flipped byte anywhere) is reported, retrained and rewritten, never trusted.
 Training is seeded. Under DDP rank 0 loads or trains and sends the weights to the other ranks, so all
 ranks hold the same net without a shared filesystem.
 
@@ -26,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from callbacks.features import batch_xy, gather_objects, world
+from callbacks.files import atomic_torch_save, tensor_digest
 from callbacks.protocols import ProbeData
 
 RECIPE_VERSION = "1"
@@ -232,7 +232,7 @@ class ReferenceNet(nn.Module):
                 return payload
         payload = self._train(train, val, fingerprint, key, device)
         if path is not None:
-            _write_atomically(payload, path)
+            atomic_torch_save(payload, path)
         return payload
 
     def _read(self, path: Path, key: str) -> dict[str, Any] | None:
@@ -241,6 +241,8 @@ class ReferenceNet(nn.Module):
             payload = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(payload, dict) or payload.get("key") != key:
                 raise ValueError(f"it holds no payload for the key {key}")
+            if payload.get("sha256") != tensor_digest(payload.get("state_dict")):
+                raise ValueError("its weights do not match their stored SHA-256 (the file was damaged after writing)")
             self._install(payload)
         # Whatever is wrong with the file (truncated zip, foreign pickle, missing or misshapen weights),
         # it is rebuilt, never trusted.
@@ -302,6 +304,7 @@ class ReferenceNet(nn.Module):
             f"ReferenceNet: trained on {fingerprint['shape'][0]} images of shape {fingerprint['shape'][1:]} "
             f"in {time.perf_counter() - start:.1f} s; held-out (val) accuracy {accuracy:.4f}"
         )
+        state_dict = {name: value.detach().cpu() for name, value in self.state_dict().items()}
         return {
             "key": key,
             "recipe": dict(recipe),
@@ -309,19 +312,6 @@ class ReferenceNet(nn.Module):
             "in_channels": fingerprint["shape"][1],
             "num_classes": fingerprint["num_labels"],
             "val_accuracy": accuracy,
-            "state_dict": {name: value.detach().cpu() for name, value in self.state_dict().items()},
+            "state_dict": state_dict,
+            "sha256": tensor_digest(state_dict),
         }
-
-
-def _write_atomically(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save`` into a temporary file beside ``path``, then ``os.replace``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as handle:
-        temporary = Path(handle.name)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -20,12 +20,17 @@ class ImageFolder(ZooDataModule):
     ``image_size``, with ``channels`` 1 (grayscale) or 3 (RGB); split 80/10/10 by ``seed``.
 
     The classes (sorted sub-folder names) are listed at construction, so a missing or empty
-    ``root`` fails at once. Every image's header is checked at setup (PIL ``verify``), so a corrupt
-    file fails, by name, before the first training step. Images are decoded on access.
+    ``root`` fails at once. With ``check="decode"`` (the default) every image is decoded once at setup,
+    so a corrupt file (a broken data stream under valid headers included) fails, by name, before the
+    first training step; ``check="header"`` only verifies the headers at setup (for folders too large
+    to decode twice), and an image that fails to decode later is named with its path when it is read.
     """
 
-    def __init__(self, root: str, image_size: int = 32, channels: int = 3, **kwargs) -> None:
+    def __init__(self, root: str, image_size: int = 32, channels: int = 3, check: str = "decode", **kwargs) -> None:
         super().__init__(**kwargs)
+        if check not in CHECKS:
+            raise ValueError(f"data.check={check}: use one of {', '.join(CHECKS)}")
+        self.check = check
         if channels not in (1, 3):
             raise ValueError(f"data.channels={channels}: use 1 (grayscale) or 3 (RGB)")
         if image_size < 1:
@@ -41,14 +46,14 @@ class ImageFolder(ZooDataModule):
             steps.append(v2.Grayscale(num_output_channels=1))
         steps += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)]
         try:
-            dataset = torchvision.datasets.ImageFolder(str(self.root), transform=v2.Compose(steps))
+            dataset = torchvision.datasets.ImageFolder(str(self.root), transform=v2.Compose(steps), loader=load_image)
         except FileNotFoundError as error:
             raise FileNotFoundError(
                 f"data.root={self.root}: a class folder holds no images ({error}); "
                 "put images in every class folder or remove the empty ones"
             ) from error
         for path, _ in dataset.samples:
-            verify_image(Path(path))
+            check_image(Path(path), decode=self.check == "decode")
         splits = split_indices(len(dataset), self.seed)
         if any(len(indices) == 0 for indices in splits):
             raise ValueError(
@@ -58,15 +63,30 @@ class ImageFolder(ZooDataModule):
         return tuple(Subset(dataset, indices.tolist()) for indices in splits)
 
 
-def verify_image(path: Path) -> None:
-    """Raise a ValueError naming ``path`` if PIL cannot identify or verify the image there."""
+CHECKS = ("decode", "header")
+"""What ``ImageFolder(check=...)`` does to every image at setup: decode it whole, or verify its header."""
+
+
+def check_image(path: Path, decode: bool = True) -> None:
+    """Raise a ValueError naming ``path`` if PIL cannot decode the image there (or, ``decode=False``, verify it)."""
     try:
         with Image.open(path) as image:
-            image.verify()
+            image.load() if decode else image.verify()
     except Exception as error:
-        raise ValueError(
-            f"{path} is not a readable image ({type(error).__name__}: {error}); remove or replace it"
-        ) from error
+        raise unreadable(path, error) from error
+
+
+def load_image(path: str) -> Image.Image:
+    """torchvision's loader (an RGB ``PIL.Image``), its failures naming the file."""
+    try:
+        with open(path, "rb") as handle, Image.open(handle) as image:
+            return image.convert("RGB")
+    except Exception as error:
+        raise unreadable(Path(path), error) from error
+
+
+def unreadable(path: Path, error: Exception) -> ValueError:
+    return ValueError(f"{path} is not a readable image ({type(error).__name__}: {error}); remove or replace it")
 
 
 def _class_folders(root: Path) -> list[str]:

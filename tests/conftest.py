@@ -35,3 +35,19 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config(list(overrides), output_dir or tmp_path / "run")
 
     return make
+
+
+def flip_stored_float(path: Path, entry: str, fraction: float) -> None:
+    """Flip the lowest mantissa bit of the float32 at ``fraction`` of the tensor record ``entry`` (``data/0``)
+    inside the torch archive ``path``: damage that ``torch.load`` reads without a word."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(entry))
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length
+    element = min(int(fraction * info.file_size / 4), info.file_size // 4 - 1)
+    data[start + 4 * element] ^= 0x01
+    path.write_bytes(bytes(data))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
@@ -51,3 +52,37 @@ def test_compare_prints_the_good_runs_and_names_the_broken_folder(tmp_path: Path
     assert "│ good " in printed
     [line] = [line for line in printed.splitlines() if line.startswith("broken run")]
     assert line.startswith("broken run bad:") and "metrics.json is not readable JSON" in line
+
+
+def test_compare_survives_anything_in_a_run_folder(tmp_path: Path, capsys) -> None:
+    """A 401-digit integer, text, markup and terminal escapes from files: shown as text, escaped, no traceback."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps({"val/loss": 1.5, "huge": 10**400, "note": "[bold]x[/]"}))
+    (tmp_path / "a" / "run.json").write_text(json.dumps({"method": "evil\x1b[31mred", "data": "[red]x", "overrides": 3}))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "metrics.json").write_text(json.dumps({"val/loss": 1.2, "huge": 3.0}))
+    compare.main([str(tmp_path), "--markdown", str(tmp_path / "table.md")])
+    out = capsys.readouterr().out
+    assert "\x1b[31m" not in out and "\\x1b[31" in out and "[red]x" in out and "[bold]x[/]" in out
+    assert "broken run" not in out
+    table = (tmp_path / "table.md").read_text()
+    assert "**1.2**" in table and "**3**" in table and "10000000" in table
+
+
+def test_compare_on_a_missing_folder_is_one_line(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        compare.main([str(tmp_path / "nope")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {tmp_path / 'nope'}: no such folder; pass the logs root, e.g. `python -m zoo.compare logs`"
+    ]
+
+
+def test_compare_ends_on_ctrl_c_with_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "scan", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        compare.main([str(tmp_path)])
+    assert stop.value.code == 130 and capsys.readouterr().err == "interrupted by SIGINT\n"

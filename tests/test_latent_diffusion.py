@@ -7,10 +7,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import flip_stored_float
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import Tensor
 
+from callbacks.files import tensor_digest
 from zoo import latent_cache
 from zoo.autoencoder import FrozenAutoencoder
 from zoo.latent_cache import cache_file, cached_latents, fingerprint
@@ -160,7 +162,7 @@ def test_a_corrupt_or_stale_cache_is_rebuilt_with_a_message(vae_ckpt: Path, tmp_
     with pytest.warns(UserWarning, match=r"is not used: it cannot be read .*truncated or corrupted.*rebuilding"):
         cache = cached_latents(autoencoder, autoencoder.digest, pixels, tmp_path, torch.device("cpu"))
     assert torch.allclose(cache.latents, autoencoder.encode(pixels), atol=1e-6)
-    torch.save({"key": path.stem, "latents": cache.latents + 1}, path)
+    torch.save({"key": path.stem, "latents": cache.latents + 1, "sha256": tensor_digest(cache.latents + 1)}, path)
     with pytest.warns(UserWarning, match="differ from a fresh encoding"):
         cached_latents(autoencoder, autoencoder.digest, pixels, tmp_path, torch.device("cpu"))
     torch.save({"key": "another", "latents": cache.latents}, path)
@@ -168,6 +170,25 @@ def test_a_corrupt_or_stale_cache_is_rebuilt_with_a_message(vae_ckpt: Path, tmp_
         cached_latents(autoencoder, autoencoder.digest, pixels, tmp_path, torch.device("cpu"))
     with pytest.raises(ValueError, match="not in the latent cache"):
         cache.lookup(-pixels[:2])
+
+
+@pytest.mark.parametrize("fraction", [0.5, 1.0])
+def test_a_cache_damaged_past_its_first_rows_is_rebuilt_with_a_message(
+    vae_ckpt: Path, tmp_path: Path, fraction: float
+) -> None:
+    """One flipped bit in a late row, which the spot check of the first rows cannot see: the digest does."""
+    pixels = torch.rand(40, 1, 8, 8) * 2 - 1
+    autoencoder = frozen(vae_ckpt)
+    built = cached_latents(autoencoder, autoencoder.digest, pixels, tmp_path, torch.device("cpu"))
+    path = cache_file(tmp_path, autoencoder.digest, fingerprint(pixels))
+    flip_stored_float(path, "data/0", fraction)
+    damaged = torch.load(path, map_location="cpu", weights_only=True)["latents"]
+    changed = (damaged != built.latents).flatten(1).any(1).nonzero().flatten().tolist()
+    assert len(changed) == 1 and changed[0] >= latent_cache.SPOT_CHECK
+    with pytest.warns(UserWarning, match=r"is not used: its latents do not match their stored SHA-256.*rebuilding"):
+        rebuilt = cached_latents(autoencoder, autoencoder.digest, pixels, tmp_path, torch.device("cpu"))
+    assert torch.equal(rebuilt.latents, built.latents)
+    assert torch.equal(torch.load(path, map_location="cpu", weights_only=True)["latents"], built.latents)
 
 
 def refusal(make_config, *overrides: str) -> str:

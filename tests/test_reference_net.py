@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import flip_stored_float
 from hydra.utils import instantiate
 from test_generative_metrics import NoisyCopies, fit
 from torch import Tensor
@@ -171,6 +172,12 @@ def test_a_corrupt_or_stale_cache_file_is_rebuilt_not_trusted(digits: Digits, tm
             ReferenceNet(**TINY_RECIPE).fit_to(digits, cache_dir=tmp_path)
         assert "held-out (val) accuracy" in capsys.readouterr().out
         assert torch.load(path, weights_only=True)["key"] == stale["key"]
+    for fraction in (0.0, 0.5, 1.0):  # one flipped bit anywhere in the weights, which torch.load reads silently
+        path.write_bytes(good)
+        flip_stored_float(path, "data/0", fraction)
+        with pytest.warns(UserWarning, match="(?s)corrupt or stale.*stored SHA-256.*retraining"):
+            ReferenceNet(**TINY_RECIPE).fit_to(digits, cache_dir=tmp_path)
+        assert "held-out (val) accuracy" in capsys.readouterr().out
     reloaded = ReferenceNet(**TINY_RECIPE)
     reloaded.fit_to(digits, cache_dir=tmp_path)
     assert capsys.readouterr().out == ""

@@ -26,8 +26,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from callbacks.files import atomic_torch_save
 from callbacks.finite_checkpoint import non_finite_parameters
-from zoo.checkpoint_io import atomic_torch_save
 from zoo.train import build, check_launch, fit, resume_path
 
 TINY_DIFFUSION = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ def test_side_by_side_runs_give_the_sequential_table(make_config, tmp_path: Path
     assert parallel == sequential and set(sequential) == {"25", "100"}
     assert all((tmp_path / "parallel" / label / "metrics.json").is_file() for label in sequential)
     run = json.loads((tmp_path / "parallel" / "100" / "run.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{32}", run.pop("run_id"))
     assert run == {"method": "dae_width", "data": "100", "overrides": ["method.hidden=100"]}
 
 

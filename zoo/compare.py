@@ -5,7 +5,9 @@ event files is a run. One row per run: method, data, the overrides that set it a
 final metrics; the best value of each column is highlighted (lower is better for losses,
 distances, FID/KID and memorization, higher for everything else). A folder whose files cannot be
 read (a corrupt ``metrics.json`` or ``run.json``, unreadable events) does not stop the table: it is
-listed below it with the reason.
+listed below it with the reason. Whatever a file holds reaches the terminal as text: a value that is no
+finite float (a 400-digit integer, a string) is shown as written and never marked best, and control
+characters and Rich markup are escaped. A missing folder is one line (exit 2), Ctrl-C one line (exit 130).
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 LOWER_IS_BETTER = ("loss", "fd_", "fid", "kid", "distance", "memorization", "error")
@@ -28,7 +34,7 @@ class Run:
     method: str = "?"
     data: str = "?"
     overrides: list[str] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def find_runs(logdir: str | Path) -> list[Run]:
@@ -58,19 +64,18 @@ def read_run(folder: Path) -> Run:
     info = folder / "run.json"
     if info.exists():
         meta = _json(info, dict)
-        run.method, run.data = meta.get("method", "?"), meta.get("data", "?")
-        run.overrides = list(meta.get("overrides", []))
+        run.method, run.data = str(meta.get("method", "?")), str(meta.get("data", "?"))
+        overrides = meta.get("overrides", [])
+        run.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else [str(overrides)]
     metrics = folder / "metrics.json"
-    run.metrics = _json(metrics, dict) if metrics.exists() else last_scalars(folder)
-    if not all(isinstance(v, (int, float)) for v in run.metrics.values()):
-        raise ValueError(f"{metrics.name} holds values that are not numbers")
+    run.metrics = {str(k): v for k, v in (_json(metrics, dict) if metrics.exists() else last_scalars(folder)).items()}
     return run
 
 
 def _json(path: Path, kind: type) -> dict:
     try:
         value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise ValueError(f"{path.name} is not readable JSON ({error})") from None
     if not isinstance(value, kind):
         raise ValueError(f"{path.name} holds a {type(value).__name__}, not an object")
@@ -92,8 +97,33 @@ def columns(runs: list[Run]) -> list[str]:
     return sorted(n for n in names if not n.startswith("lr-") and not n.endswith(("_step", "_epoch")))
 
 
+def number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (text, a bool, an integer too large for a float, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def cell(value: Any) -> str:
+    """A metric as table text: ``.4g`` for a number, else its text with control characters made visible."""
+    as_number = number(value)
+    if as_number is not None:
+        return f"{as_number:.4g}"
+    return printable(value if isinstance(value, str) else json.dumps(value) if not isinstance(value, int) else str(value))
+
+
+def printable(text: str, limit: int = 60) -> str:
+    """``text`` with control characters escaped (``\\x1b``) and cut to ``limit`` characters."""
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
 def best(runs: list[Run], name: str) -> float | None:
-    values = [run.metrics[name] for run in runs if name in run.metrics and math.isfinite(run.metrics[name])]
+    values = [v for run in runs if (v := number(run.metrics.get(name))) is not None]
     if not values:
         return None
     return min(values) if any(key in name for key in LOWER_IS_BETTER) else max(values)
@@ -103,25 +133,38 @@ def label(run: Run, root: Path) -> str:
     return str(run.path.relative_to(root)) if run.path.is_relative_to(root) else str(run.path)
 
 
-def rows(runs: list[Run], root: Path, mark: str) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the comparison; the best value per column wrapped as ``mark`` says."""
+def rows(runs: list[Run], root: Path, mark: Callable[[str, bool], str]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the comparison, each cell through ``mark(text, is_best)``."""
     names = columns(runs)
     tops = {name: best(runs, name) for name in names}
     body = []
     for run in runs:
-        cells = [label(run, root), run.method, run.data, " ".join(run.overrides)]
+        cells = [printable(label(run, root), 200), printable(run.method), printable(run.data),
+                 printable(" ".join(run.overrides), 200)]
+        cells = [mark(text, False) for text in cells]
         for name in names:
             value = run.metrics.get(name)
-            text = "" if value is None else f"{value:.4g}"
-            cells.append(mark.format(text) if value is not None and value == tops[name] else text)
+            top = tops[name] is not None and number(value) == tops[name]
+            cells.append(mark("" if value is None else cell(value), top))
         body.append(cells)
-    return ["run", "method", "data", "overrides", *names], body
+    return [mark(printable(name), False) for name in ["run", "method", "data", "overrides", *names]], body
+
+
+def rich_cell(text: str, top: bool) -> str:
+    """A cell as Rich markup: the text escaped, the best value of its column in bold green."""
+    return f"[bold green]{escape(text)}[/]" if top else escape(text)
+
+
+def markdown_cell(text: str, top: bool) -> str:
+    """A cell of a markdown table: pipes escaped, the best value of its column in bold."""
+    text = text.replace("|", "\\|")
+    return f"**{text}**" if top else text
 
 
 def table(runs: list[Run], root: Path) -> Table:
     """The comparison as a rich table, the best value per column in bold green."""
-    header, body = rows(runs, root, "[bold green]{}[/]")
-    out = Table(title=f"runs under {root}")
+    header, body = rows(runs, root, rich_cell)
+    out = Table(title=escape(f"runs under {printable(str(root), 200)}"))
     for i, name in enumerate(header):
         out.add_column(name, justify="right" if i >= 4 else "left", overflow="fold")
     for cells in body:
@@ -131,13 +174,25 @@ def table(runs: list[Run], root: Path) -> Table:
 
 def markdown(runs: list[Run], root: Path) -> str:
     """The comparison as a markdown table, the best value per column in bold."""
-    header, body = rows(runs, root, "**{}**")
+    header, body = rows(runs, root, markdown_cell)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``compare`` with a missing folder (exit 2) and Ctrl-C (exit 130) said in one line."""
+    try:
+        compare(argv)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted by SIGINT", file=sys.stderr)
+        sys.exit(130)
+
+
+def compare(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo.compare", description=__doc__.splitlines()[0])
     parser.add_argument("logdir", nargs="?", default="logs")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as markdown to FILE")
@@ -146,14 +201,16 @@ def main(argv: list[str] | None = None) -> None:
     runs, broken = scan(root)
     console = Console()
     if not runs:
-        console.print(f"no readable runs under {root} (a run folder holds metrics.json or TensorBoard events)")
+        console.print(escape(f"no readable runs under {printable(str(root), 200)} (a run folder holds metrics.json or "
+                             "TensorBoard events)"))
     else:
         console.print(table(runs, root))
         if args.markdown:
             Path(args.markdown).write_text(markdown(runs, root))
-            console.print(f"markdown written to {args.markdown}")
+            console.print(escape(f"markdown written to {args.markdown}"))
     for folder, reason in broken.items():
-        console.print(f"broken run {label(Run(folder), root)}: {reason}", highlight=False, soft_wrap=True)
+        console.print(escape(f"broken run {printable(label(Run(folder), root), 200)}: {printable(reason, 200)}"),
+                      highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

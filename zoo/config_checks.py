@@ -1,4 +1,5 @@
-"""Checks of the composed config before anything is built: values of the wrong type, values left ``???``.
+"""Checks of the composed config before anything is built: values of the wrong type, out of range or not
+finite (``check_values``, by the table of ``zoo.config_ranges``), values left ``???``.
 
 ``trainer.max_steps=abc`` would otherwise fail deep inside Lightning (``'<' not supported between
 'str' and 'int'``) and ``seed=abc`` inside ``seed_everything``, neither naming the key. An override
@@ -11,14 +12,19 @@ that first reads it (``method.terms.align.encoder.ckpt``).
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
+import math
+import tempfile
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from zoo.config_ranges import RANGES
 from zoo.errors import locate
 
 FILLED_BY_THE_RUN = ("shape", "num_classes")
@@ -115,3 +121,60 @@ def literal_missing(tree: object, prefix: str = "") -> list[str]:
     if isinstance(tree, list):
         return [key for i, value in enumerate(tree) for key in literal_missing(value, f"{prefix}{i}.")]
     return [prefix[:-1]] if tree == "???" else []
+
+
+def check_values(cfg: DictConfig) -> None:
+    """A ValueError for the first value out of its range in ``RANGES``, or a NaN or infinity anywhere.
+
+    Values that cannot be resolved yet (they read ``${shape}``, filled in when the data are built) are
+    left to the build.
+    """
+    for key in leaf_keys(OmegaConf.to_container(cfg, resolve=False)):
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=False, throw_on_resolution_failure=True)
+            if OmegaConf.is_dict(value):  # an interpolated node (``${net}``): its keys are checked where they live
+                continue
+            if OmegaConf.is_list(value):
+                value = OmegaConf.to_container(value, resolve=True)
+        except Exception:  # an interpolation of a value the run fills in later (``${shape}``)
+            continue
+        allowed = next((rule for pattern, rule in RANGES.items() if fnmatch.fnmatchcase(key, pattern)), None)
+        if allowed is not None and not allowed.admits(value):
+            raise ValueError(f"{key}={value}: {key} takes {allowed.describe()}; pass {key}=<{allowed.describe()}>")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}={value}: {key} takes a finite number (not NaN or an infinity); pass a number")
+
+
+def leaf_keys(tree: object, prefix: str = "") -> list[str]:
+    """The dotted keys of a tree's leaves (a list whose items are plain values is one leaf)."""
+    if isinstance(tree, dict):
+        return [key for name, value in tree.items() for key in leaf_keys(value, f"{prefix}{name}.")]
+    if isinstance(tree, list) and any(isinstance(item, (dict, list)) for item in tree):
+        return [key for i, value in enumerate(tree) for key in leaf_keys(value, f"{prefix}{i}.")]
+    return [prefix[:-1]]
+
+
+WRITTEN = ("paths.output_dir", "paths.cache_dir")
+"""The folders a run writes into: checked for writability before anything is built."""
+
+
+def check_writable(cfg: DictConfig) -> None:
+    """A ValueError naming the first folder of ``WRITTEN`` that cannot be written (tried with a temporary file
+    in it or, when it does not exist yet, in its nearest existing parent, which is left as it was)."""
+    for key in WRITTEN:
+        folder = OmegaConf.select(cfg, key, throw_on_missing=False, default=None)
+        if folder is None:
+            continue
+        existing = Path(folder).absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        try:
+            if not existing.is_dir():
+                raise NotADirectoryError(f"{existing} is a file")
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as error:
+            raise ValueError(
+                f"{key}={folder} cannot be written ({error.strerror or error} at {existing}); pass {key}=<a folder "
+                "you can write>"
+            ) from None

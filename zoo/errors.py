@@ -16,8 +16,11 @@ import inspect
 import re
 from collections.abc import Callable
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, InstantiationException
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from zoo.command_line import pasteable
 
 
 def describe(error: BaseException, overrides: list[str] | None = None) -> str:
@@ -27,6 +30,8 @@ def describe(error: BaseException, overrides: list[str] | None = None) -> str:
 
 
 def _describe(error: BaseException, overrides: list[str]) -> str:
+    if type(error).__name__ == "OverrideParseException" or "Error parsing override" in str(error):
+        return unparsable(error, overrides)
     if isinstance(error, InstantiationException):
         return instantiation(error)
     if isinstance(error, ConfigCompositionException):
@@ -46,6 +51,21 @@ def _describe(error: BaseException, overrides: list[str]) -> str:
         return f"{error.filename}: {error.strerror or error}; check the path given on the command line or in the config"
     if isinstance(error, (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError, ArithmeticError)):
         return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def unparsable(error: BaseException, overrides: list[str]) -> str:
+    """The override Hydra's parser cannot read, named, with its quoted form to paste instead."""
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except Exception:  # the parser's own exception: this is the override that fails
+            key, _, value = override.partition("=")
+            return (
+                f"{key}: Hydra cannot parse the value {value!r} ({str(error).splitlines()[0]}); quote it for Hydra "
+                f"(list items one by one), e.g. {pasteable(key, value)}"
+            )
     return f"{type(error).__name__}: {error}"
 
 

@@ -10,20 +10,22 @@ error, and augmenting data are refused before training.
 The file is ``<cache_dir>/latents/<key>.pt`` with ``key = sha256(autoencoder checkpoint digest,
 data fingerprint)``, the fingerprint being the SHA-256 of the split's pixels: another checkpoint or
 other data is another file. A file is never trusted: it must load weights-only, carry the same key,
-hold finite latents of the right shape, and its first rows must equal a fresh encoding; otherwise it
-is rebuilt, with a warning that says why. It is written to a temporary name and renamed, so a run
-killed mid-write leaves no half file under the real name.
+hold finite latents of the right shape whose SHA-256 (``callbacks.files.tensor_digest``, all rows) is
+the one stored beside them, and its first rows must equal a fresh encoding; otherwise it is rebuilt,
+with a warning that says why. It is written atomically (``atomic_torch_save``), so a run killed
+mid-write leaves no half file under the real name.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from callbacks.files import atomic_torch_save, tensor_digest
 
 SPOT_CHECK = 8
 """How many rows of a cache file are re-encoded and compared before the file is used."""
@@ -85,6 +87,8 @@ def problem(path: Path, key: str, expected: tuple[int, ...], fresh: Tensor) -> s
     latents = stored["latents"]
     if tuple(latents.shape) != expected or not bool(torch.isfinite(latents).all()):
         return f"its latents have shape {tuple(latents.shape)} (expected {expected}) or are not finite"
+    if stored.get("sha256") != tensor_digest(latents):
+        return "its latents do not match their stored SHA-256 (the file was damaged after writing)"
     if not torch.allclose(latents[: len(fresh)], fresh, rtol=1e-4, atol=1e-5):
         return "its first latents differ from a fresh encoding"
     return None
@@ -105,8 +109,5 @@ def cached_latents(
             return LatentCache(pixels, torch.load(path, map_location="cpu", weights_only=True)["latents"])
         warnings.warn(f"latent cache {path} is not used: {why}; rebuilding it", stacklevel=2)
     latents = encode_all(autoencoder, pixels, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"key": key, "latents": latents}, partial)
-    os.replace(partial, path)
+    atomic_torch_save({"key": key, "latents": latents, "sha256": tensor_digest(latents)}, path)
     return LatentCache(pixels, latents)

@@ -2,9 +2,10 @@
 
 A zoo checkpoint is Lightning's (``state_dict`` and the loops' state) plus what ``Method`` adds on
 save: ``zoo_config`` (the run's resolved config, ``shape`` filled in) and ``zoo_version``
-(``CHECKPOINT_FORMAT``). The file is read with ``torch.load(weights_only=True)``, so nothing in it can
-run code; the method is rebuilt from ``zoo_config`` by ``zoo.train.build_method`` and its weights
-loaded strictly. Each way a file can fail is one ``ValueError`` (``FileNotFoundError`` when there is
+(``CHECKPOINT_FORMAT``). The file is read with ``torch.load(weights_only=True)``, so no pickle in it can
+run code, and its ``zoo_config`` may build only registered classes (``zoo.stored_config.check_stored``,
+before anything is built), so no config in it can either; the method is rebuilt from ``zoo_config`` by
+``zoo.train.build_method`` and its weights loaded strictly. Each way a file can fail is one ``ValueError`` (``FileNotFoundError`` when there is
 no file) that names the setting, the file and what was expected.
 """
 
@@ -23,6 +24,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from zoo.methods.base import CHECKPOINT_FORMAT, Method
+from zoo.stored_config import check_stored
 
 SHOWN_KEYS = 3
 """How many state-dict keys a mismatch message names of each kind."""
@@ -58,8 +60,7 @@ def load_method(
     path = Path(path)
     where = f"{setting}={path}"
     wanted = expected or describe(expect)
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: no such checkpoint file; expected {wanted}")
+    check_file(path, where, wanted)
     checkpoint = read_weights_only(path, where)
     if not isinstance(checkpoint, dict) or "zoo_config" not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"{where} is not a zoo checkpoint (it lacks zoo_config or state_dict); expected {wanted}")
@@ -73,6 +74,7 @@ def load_method(
     from zoo.train import build_method
 
     config = checkpoint["zoo_config"]
+    check_stored(config, where, build="method")
     method = build_method(OmegaConf.create(config))
     if expect is not None and not satisfies(method, expect):
         raise ValueError(f"{where} is a {type(method).__name__} checkpoint, which {failure(expect)}; expected {wanted}")
@@ -81,9 +83,31 @@ def load_method(
     return method.eval()
 
 
+def check_file(path: Path, where: str, wanted: str) -> None:
+    """A clear error when ``path`` is no file: missing, or a folder (the checkpoints in it named)."""
+    if path.is_dir():
+        found = sorted(str(p) for p in path.rglob("*.ckpt"))[:3]
+        hint = f"e.g. {', '.join(found)}" if found else "there is no .ckpt file in it"
+        raise ValueError(f"{where} is a folder, not a checkpoint file: pass the .ckpt file itself ({hint})")
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no such checkpoint file; expected {wanted}")
+
+
+LEGACY_MAGIC = bytes.fromhex("8002")
+"""How a file of torch's legacy (pre-1.6, not zip) serialization starts: a protocol-2 pickle."""
+
+
 def read_weights_only(path: Path, where: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, its failures said in one line without a traceback."""
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if head == LEGACY_MAGIC:
+            raise ValueError(
+                f"{where} is in torch's legacy serialization format (before torch 1.6, not a zip archive), "
+                "which the zoo does not read; zoo runs write zip archives: pass a checkpoint written by a zoo run, "
+                "or, if you trust the file, load it yourself without weights-only and save it again with torch.save"
+            )
         raise ValueError(
             f"{where} is not a PyTorch checkpoint archive: the file is truncated, empty or of another kind; "
             "pass a run's checkpoints/last.ckpt, or save the run again if that file is damaged"

@@ -10,7 +10,10 @@ passes no path, so Lightning's SLURM auto-requeue (``hpc_ckpt_*.ckpt``, found by
 unchanged.
 
 Before training, the chosen checkpoint is read weights-only and checked against the run: the same
-method (a ``dae`` checkpoint is not resumed as ``diffusion``), weights of the same names and shapes,
+run (its ``run_id`` is the run folder's, when the folder has one), the same method (a ``dae`` checkpoint
+is not resumed as ``diffusion``), the same identity-defining config (``IDENTITY``: method, net, data,
+seed, encoder, autoencoder; a checkpoint of ``seed=0`` is not continued as ``seed=1``), weights of the
+same names and shapes,
 and the same optimizer and schedule (any ``method.*optimizer*`` or ``*scheduler*`` key). Lightning
 restores the optimizer's and scheduler's state from the checkpoint, learning rate included, so an
 override of those keys would be silently ignored: it is refused, naming the key.
@@ -33,6 +36,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from zoo.command_line import pasteable
 from zoo.loading import read_weights_only, summary
 
 RESUME_SENSITIVE = ("optimizer", "scheduler")
@@ -95,8 +99,9 @@ def resume_path(resume: str | None, output_dir: str | Path) -> str | None:
     return str(resume)
 
 
-def check_resume(path: str, method: L.LightningModule, setting: str) -> None:
-    """Refuse a checkpoint of another method, with other weights, or with another optimizer or schedule."""
+def check_resume(path: str, method: L.LightningModule, setting: str, folder_run_id: str | None = None) -> None:
+    """Refuse a checkpoint of another run (``folder_run_id``, the run folder's own id, differs from the
+    checkpoint's), of another method, config (``IDENTITY``), weights, optimizer or schedule."""
     where = setting if setting == f"resume={path}" else f"{setting} ({path})"
     checkpoint = read_weights_only(Path(path), where)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -109,6 +114,22 @@ def check_resume(path: str, method: L.LightningModule, setting: str) -> None:
         raise ValueError(
             f"{where} is a checkpoint of {saved_target}, but this run builds {target}; resume with the method "
             "the checkpoint was trained with, or start a new run folder without resume="
+        )
+    saved_id = saved.get("run_id")
+    if folder_run_id and isinstance(saved_id, str) and saved_id != folder_run_id:
+        raise ValueError(
+            f"{where} belongs to run {saved_id}, but this run folder is run {folder_run_id} (its run.json): "
+            "resume=auto continues only the folder's own run; start a new run folder without resume=, or pass "
+            "the checkpoint of this folder's run"
+        )
+    differing = identity_changes(saved, current)
+    if differing:
+        shown = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, (old, new) in list(differing.items())[:4])
+        more = f" (and {len(differing) - 4} more)" if len(differing) > 4 else ""
+        raise ValueError(
+            f"{where} is a checkpoint of another run: {', '.join(differing)} differ ({shown}{more}); resume with "
+            "the command of the run that wrote it (its run.json and .hydra/config.yaml), or start a new run "
+            "folder without resume="
         )
     own = method.state_dict()
     weights = checkpoint["state_dict"]
@@ -127,6 +148,30 @@ def check_resume(path: str, method: L.LightningModule, setting: str) -> None:
             "checkpoint's optimizer and schedule, so the new value would be ignored; drop the override to "
             "continue, or start a new run folder without resume= to train with it"
         )
+
+
+IDENTITY = ("method", "net", "data", "seed", "encoder", "autoencoder")
+"""The config keys that make a run the run it is: a resumed checkpoint must agree on all of them."""
+
+NOT_IDENTITY = ("root", "data_dir", "cache_dir", "num_workers", "download", "pin_memory", "persistent_workers")
+"""Keys under ``IDENTITY`` that say where things are or how they load, not what the run is."""
+
+
+def identity_changes(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """``{key: (saved, current)}`` of the identity-defining values that differ (optimizer and schedule keys,
+    which ``changed_keys`` names with their own advice, left out); empty when either config is missing."""
+    if not saved or not current:
+        return {}
+    out: dict[str, tuple[Any, Any]] = {}
+    for top in IDENTITY:
+        flat_saved, flat_current = _flat(saved.get(top), top), _flat(current.get(top), top)
+        for key in sorted(flat_saved.keys() | flat_current.keys()):
+            parts = key.split(".")
+            if parts[-1] in NOT_IDENTITY or any(word in part for part in parts for word in RESUME_SENSITIVE):
+                continue
+            if flat_saved.get(key) != flat_current.get(key):
+                out[key] = (flat_saved.get(key), flat_current.get(key))
+    return out
 
 
 def changed_keys(saved: Any, current: Any, prefix: str) -> dict[str, tuple[Any, Any]]:
@@ -151,12 +196,24 @@ def _flat(tree: Any, prefix: str) -> dict[str, Any]:
     return {prefix: tree}
 
 
-def fit(trainer: L.Trainer, method: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> None:
-    """``trainer.fit`` from ``resume`` (checked first, weights only); a signal becomes ``Interrupted``."""
-    setting = cfg.get("resume")
-    path = resume_path(setting, cfg.paths.output_dir)
-    if path is not None:
-        check_resume(path, method, f"resume={setting}")
+def stored_run_id(path: str | None) -> str | None:
+    """The ``run_id`` in the config of the checkpoint at ``path`` (None for no path, or a checkpoint without one)."""
+    if path is None:
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # check_resume names what is wrong with the file
+        return None
+    config = checkpoint.get("zoo_config") if isinstance(checkpoint, dict) else None
+    run_id = config.get("run_id") if isinstance(config, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
+def fit(
+    trainer: L.Trainer, method: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig, path: str | None
+) -> None:
+    """``trainer.fit`` from the checkpoint ``path`` that ``resume_path`` chose (and ``check_resume`` passed),
+    weights only; a signal becomes ``Interrupted``."""
     try:
         trainer.fit(method, datamodule=datamodule, ckpt_path=path, weights_only=True)
     except SIGTERMException:
@@ -174,7 +231,7 @@ def interrupted(signum: signal.Signals, trainer: L.Trainer, cfg: DictConfig) -> 
     saved = f"last checkpoint {newest[0]} (step {newest[1]})" if newest else "no checkpoint was written yet"
     kept = [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "resume="))]
     program = "zoo-run" if Path(sys.argv[0]).name == "zoo-run" else "python run.py"
-    command = shlex.join([*program.split(), *kept, f"hydra.run.dir={output_dir}", "resume=auto"])
+    command = " ".join([shlex.join([*program.split(), *kept]), pasteable("hydra.run.dir", output_dir), "resume=auto"])
     return Interrupted(
         f"interrupted by {signum.name} at step {trainer.global_step}: {saved}; resume with: {command}", int(signum)
     )

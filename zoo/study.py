@@ -32,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from zoo.conf_dir import conf_dir
+from zoo.config_checks import check_missing, check_override_types, check_values
 
 CONF_DIR = conf_dir()
 
@@ -115,6 +116,8 @@ def fit_all(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]]) -> di
         )
         for label, overrides in runs.items()
     }
+    for label, sub in subs.items():
+        check_sub_run(name, label, sub, [*base_overrides(), *runs[label]])
     infos = {
         label: {"method": name, "data": label, "overrides": list(overrides)}
         for label, overrides in runs.items()
@@ -131,6 +134,16 @@ def fit_all(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]]) -> di
             delayed(fit_in_worker)(sub, infos[label], hydra_cfg, threads) for label, sub in subs.items()
         )
     return dict(zip(subs, fitted))
+
+
+def check_sub_run(name: str, label: str, sub: DictConfig, overrides: Sequence[str]) -> None:
+    """The checks ``run.py`` makes of a run, made of every sub-run before the first one trains."""
+    try:
+        check_override_types(sub, list(overrides))
+        check_missing(sub)
+        check_values(sub)
+    except ValueError as error:
+        raise ValueError(f"study {name}, run {label}: {error}") from None
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 from torchvision.utils import save_image
 
-from zoo.loading import Has, load_method
+from zoo.loading import Has, check_file, load_method
 
 TASKS = ("fit", "sample", "eval")
 
@@ -36,8 +36,7 @@ def checkpoint_path(cfg: DictConfig) -> Path:
     if not cfg.get("ckpt"):
         raise ValueError(f"task={cfg.task} works on a checkpoint: pass ckpt=<path to a .ckpt>, e.g. a run's checkpoints/last.ckpt")
     path = Path(cfg.ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such checkpoint file")
+    check_file(path, f"ckpt={cfg.ckpt}", "a run's checkpoints/last.ckpt")
     return path
 
 

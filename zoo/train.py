@@ -28,9 +28,11 @@ from omegaconf.errors import InterpolationKeyError
 
 from zoo import report, resume, tasks
 from zoo.conf_dir import conf_dir
-from zoo.config_checks import check_missing, check_override_types
+from zoo.config_checks import check_missing, check_override_types, check_values, check_writable
 from zoo.hparams import hyperparameters
 from zoo.resume import resume_path  # noqa: F401  (the resume=auto rule, re-exported for callers of zoo.train)
+from zoo.run_folder import check_fresh, launched_as_rank_zero, new_run_id, read_run_id, write_record
+from zoo.stored_config import trusting
 
 
 @dataclass
@@ -254,16 +256,35 @@ def fit(cfg: DictConfig, info: dict[str, Any] | None = None) -> dict[str, float]
     validation callback and probe runs once) and tested instead of trained. ``info`` (method, data, overrides) names the run for
     ``zoo.compare``; by default it comes from Hydra's runtime choices.
     """
+    with trusting(bool(cfg.get("trust_checkpoint"))):
+        return fit_trusting(cfg, info)
+
+
+def fit_trusting(cfg: DictConfig, info: dict[str, Any] | None) -> dict[str, float]:
+    """``fit`` within the run's ``trust_checkpoint`` decision (set per process: a study's workers call ``fit``)."""
     check_launch(cfg)
     train = cfg.get("task", "fit") == "fit"
-    if not train:
+    out = Path(cfg.paths.output_dir)
+    path = None
+    if train:
+        if launched_as_rank_zero():
+            check_fresh(out, cfg.get("resume"), key="paths.output_dir")
+        path = resume.resume_path(cfg.get("resume"), out)
+    else:
         tasks.checkpoint_path(cfg)
+    with open_dict(cfg):
+        cfg.run_id = resume.stored_run_id(path) or read_run_id(out) or new_run_id()
+    record = {"run_id": cfg.run_id, **(info or run_info(cfg))}
     built = build(cfg)
     trainer, method, datamodule = built.trainer, built.method, built.datamodule
+    if path is not None:
+        resume.check_resume(path, method, f"resume={cfg.resume}", folder_run_id=read_run_id(out))
     if trainer.is_global_zero:
         report.print_config(cfg)
+        if train:
+            write_record(out, record)
     if train:
-        resume.fit(trainer, method, datamodule, cfg)
+        resume.fit(trainer, method, datamodule, cfg, path)
     else:
         trainer.validate(method, datamodule=datamodule, verbose=False)
     metrics = final_metrics(trainer)
@@ -272,10 +293,9 @@ def fit(cfg: DictConfig, info: dict[str, Any] | None = None) -> dict[str, float]
         metrics.update(final_metrics(trainer))
     if trainer.is_global_zero:
         log_hparams(trainer, cfg, metrics)
-        out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        (out / "run.json").write_text(json.dumps(info or run_info(cfg), indent=2))
+        write_record(out, record)
     return metrics
 
 
@@ -311,15 +331,18 @@ def main(cfg: DictConfig) -> float | None:
     the metric."""
     check_override_types(cfg)
     check_missing(cfg)
+    check_values(cfg)
+    check_writable(cfg)
     task = cfg.get("task", "fit")
     if task not in tasks.TASKS:
         raise ValueError(f"task={task}: choose one of {', '.join(tasks.TASKS)}")
-    if task == "sample":
-        metrics = tasks.sample_task(cfg)
-    elif cfg.get("study") is not None:
-        metrics = instantiate(cfg.study, _partial_=True)(cfg)
-    else:
-        metrics = fit(cfg)
+    with trusting(bool(cfg.get("trust_checkpoint"))):
+        if task == "sample":
+            metrics = tasks.sample_task(cfg)
+        elif cfg.get("study") is not None:
+            metrics = instantiate(cfg.study, _partial_=True)(cfg)
+        else:
+            metrics = fit(cfg)
     if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
         report.print_summary(metrics, cfg.paths.output_dir)
     value = metrics.get(cfg.get("optimized_metric") or "")

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from zoo.loading import Has, load_method
+from zoo.stored_config import build_stored
 from zoo.study import fit_checkpoints, fit_runs, last_checkpoint, markdown_table, run_folder
 from zoo.terms.alignment import RepresentationAlignment, centred_cosine
 
@@ -78,9 +79,7 @@ def centred_alignment(checkpoint: Path, seed: int) -> float:
         raise ValueError(
             f"{checkpoint}: method.terms.align is a {type(term).__name__}, not REPA's alignment term"
         )
-    from hydra.utils import instantiate
-
-    datamodule = instantiate(method.run_config["data"])
+    datamodule = build_stored(method.run_config, "data", f"study ({checkpoint})")
     datamodule.setup("fit")
     generator = torch.Generator().manual_seed(seed)
     targets, projected = [], []
