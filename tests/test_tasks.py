@@ -74,7 +74,7 @@ def test_task_eval_writes_the_metrics_of_the_checkpoint(diffusion_ckpt: Path, tm
     [
         (["task=sample"], "task=sample works on a checkpoint: pass ckpt=<path to a .ckpt>"),
         (["task=sample", "ckpt=/no/such.ckpt"], "ckpt=/no/such.ckpt: no such checkpoint file"),
-        (["task=sample", "n=0", "ckpt=TRAINED"], "n=0: task=sample draws at least one sample"),
+        (["task=sample", "n=0", "ckpt=TRAINED"], "n=0: n (how many samples task=sample draws) takes an integer >= 1"),
         (["task=eval"], "task=eval works on a checkpoint"),
         (["task=train"], "task=train: choose one of fit, sample, eval"),
     ],

@@ -140,7 +140,8 @@ def check_values(cfg: DictConfig) -> None:
             continue
         allowed = next((rule for pattern, rule in RANGES.items() if fnmatch.fnmatchcase(key, pattern)), None)
         if allowed is not None and not allowed.admits(value):
-            raise ValueError(f"{key}={value}: {key} takes {allowed.describe()}; pass {key}=<{allowed.describe()}>")
+            means = f" ({allowed.means})" if allowed.means else ""
+            raise ValueError(f"{key}={value}: {key}{means} takes {allowed.describe()}; pass {key}=<{allowed.describe()}>")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{key}={value}: {key} takes a finite number (not NaN or an infinity); pass a number")
 

@@ -21,7 +21,8 @@ SEED_MAX = 2**32 - 1
 @dataclass(frozen=True)
 class Allowed:
     """Numbers of ``kind`` (``int``, ``float``; None: no number but ``also``) in ``[low, high]`` (an end in ``open`` excluded), or one of
-    ``also``, or null when ``nullable``; ``lists`` also takes a list of such numbers."""
+    ``also``, or null when ``nullable``; ``lists`` also takes a list of such numbers; ``means`` says what the
+    key is, for the message."""
 
     kind: type | None = float
     low: float | None = None
@@ -30,6 +31,7 @@ class Allowed:
     also: tuple[Any, ...] = ()
     nullable: bool = False
     lists: bool = False
+    means: str = ""
 
     def admits(self, value: Any) -> bool:
         if value is None:
@@ -84,9 +86,9 @@ PRECISIONS = (64, 32, 16, "64", "32", "16", "bf16", "64-true", "32-true", "16-tr
 RANGES: dict[str, Allowed] = {
     # The top level (conf/config.yaml).
     "seed": Allowed(int, low=0, high=SEED_MAX),
-    "n": COUNT,
-    "sample_batch_size": COUNT,
-    "study_jobs": COUNT,
+    "n": Allowed(int, low=1, means="how many samples task=sample draws"),
+    "sample_batch_size": Allowed(int, low=1, means="task=sample's batch"),
+    "study_jobs": Allowed(int, low=1, means="how many of a study's runs fit side by side"),
     # Lightning's trainer, as the zoo passes it on.
     "trainer.max_steps": Allowed(int, low=1, also=(-1,)),
     "trainer.max_epochs": Allowed(int, low=1, also=(-1,), nullable=True),

@@ -198,10 +198,7 @@ def side_by_side(cfg: DictConfig, subs: Mapping[str, DictConfig]) -> int:
     """How many of ``subs`` run at once: ``study_jobs``, at most one per run, refused for multi-process runs."""
     from zoo.train import processes_per_run
 
-    jobs = cfg.get("study_jobs", 1)
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"study_jobs={jobs}: the number of a study's runs side by side is an integer >= 1")
-    jobs = min(jobs, len(subs))
+    jobs = min(int(cfg.get("study_jobs", 1)), len(subs))
     if jobs > 1:
         for label, sub in subs.items():
             processes = processes_per_run(sub.trainer)

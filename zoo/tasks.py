@@ -57,8 +57,6 @@ def sample_task(cfg: DictConfig) -> dict[str, float]:
     """Draw ``cfg.n`` samples from ``cfg.ckpt`` in batches of ``cfg.sample_batch_size``; write png and npz."""
     path = checkpoint_path(cfg)
     n = int(cfg.n)
-    if n <= 0:
-        raise ValueError(f"n={n}: task=sample draws at least one sample; pass n=64, say")
     method = load_method(
         path, expect=Has("sample"), expected="the checkpoint of a method that samples (method=diffusion, method=jit, ...)"
     )
@@ -73,7 +71,7 @@ def sample_task(cfg: DictConfig) -> dict[str, float]:
         method.guidance.fit_to(datamodule)
     generator = torch.Generator(device=method.device).manual_seed(int(cfg.seed))
     samples, labels = [], []
-    batch = int(cfg.get("sample_batch_size") or n)
+    batch = int(cfg.sample_batch_size)
     num_classes = int(getattr(method, "num_classes", 0))
     with torch.no_grad():
         for start in range(0, n, batch):
