@@ -1,13 +1,13 @@
 """The zoo's entry point: ``python run.py method=... data=... net=... trainer=...`` (installed: ``zoo-run``).
 
-Every error prints as one paragraph naming the key or file and the fix (``zoo.errors.describe``) and
+Every error prints as one paragraph naming the key or file and the fix (``zoo.app.errors.describe``) and
 exits with 1; set ``HYDRA_FULL_ERROR=1`` for the traceback. A run stopped by SIGTERM or SIGINT exits
 with 143 or 130 after one line naming its last checkpoint and the command that resumes it
-(``zoo.resume.Interrupted``); Ctrl-C before training (while torch imports, say) ends with one line
+(``zoo.app.resume.Interrupted``); Ctrl-C before training (while torch imports, say) ends with one line
 and 130 too. Path values (``ckpt=``, ``resume=``, ``hydra.run.dir=``, ...) are quoted for Hydra's
 parser first, so a path holding ``=``, spaces or non-ASCII letters is read as given
-(``zoo.command_line``). The configs are the checkout's ``conf/`` or, installed from a wheel, the
-``conf`` package (``zoo.conf_dir``); ``hydra.searchpath=[file://my_confs]`` adds a user's own.
+(``zoo.app.command_line``). The configs are the checkout's ``conf/`` or, installed from a wheel, the
+``conf`` package (``zoo.app.configs``); ``hydra.searchpath=[file://my_confs]`` adds a user's own.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ def run() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from zoo.command_line import quote_paths
-    from zoo.conf_dir import hydra_config_path
-    from zoo.resume import Interrupted
-    from zoo.run_folder import Escalated
+    from zoo.app.command_line import quote_paths
+    from zoo.app.configs import hydra_config_path
+    from zoo.app.resume import Interrupted
+    from zoo.app.run_folder import Escalated
 
     @hydra.main(config_path=hydra_config_path(), config_name="config", version_base="1.3")
     def hydra_main(cfg: DictConfig) -> float | None:
-        from zoo.train import main as train
+        from zoo.app.train import main as train
 
         return train(cfg)
 
@@ -65,7 +65,7 @@ def fail(error: Exception) -> None:
     """Print ``error`` as one paragraph and exit with 1 (or re-raise it under the user's ``HYDRA_FULL_ERROR=1``)."""
     if os.environ[USER_FULL_ERROR] == "1":
         raise error
-    from zoo.errors import describe
+    from zoo.app.errors import describe
 
     print(f"error: {describe(error, sys.argv[1:])}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
     sys.exit(1)

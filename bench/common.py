@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-from zoo.study import compose_as_run_py
+from zoo.app.configs import compose_as_run_py
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METHODS = ("dae", "diffusion", "jit", "moco")
@@ -187,8 +187,8 @@ def bench_overrides(device: str, precision: str, steps: int) -> list[str]:
 
 def fit_timed(method_overrides: Sequence[str], device: str, precision: str, steps: int, warmup: int) -> tuple[Rate, Any]:
     """Train ``warmup + steps`` steps of a method's default run through the real Trainer; returns the
-    rate of the timed steps and the built run (``zoo.train.Built``)."""
-    from zoo.train import build
+    rate of the timed steps and the built run (``zoo.app.train.Built``)."""
+    from zoo.app.train import build
 
     with tempfile.TemporaryDirectory() as folder:
         cfg = compose_run([*method_overrides, *bench_overrides(device, precision, warmup + steps)], Path(folder))

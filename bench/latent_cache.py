@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from bench.common import arguments, clock_options, compose_run, environment, fit_timed, ratio, report
-from zoo.train import fit
+from zoo.app.train import fit
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     print(environment(args.device))
 
-    from zoo.train import build
+    from zoo.app.train import build
 
     with tempfile.TemporaryDirectory() as folder:
         cfg = compose_run(["method=diffusion", "callbacks=none", "logger=csv"], Path(folder))

@@ -111,7 +111,7 @@ def main() -> None:
         report(f"training throughput ({args.precision}, {args.steps} timed steps)",
                ["method", "batch", "ms/step", "samples/s", "samples/cpu-s"], rows, values)
 
-    from zoo.train import build
+    from zoo.app.train import build
 
     with tempfile.TemporaryDirectory() as folder:
         cfg = compose_run(["method=diffusion", *bench_overrides(args.device, args.precision, 1)], Path(folder))

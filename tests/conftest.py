@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from zoo.study import compose_as_run_py
+from zoo.app.configs import compose_as_run_py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -45,7 +45,7 @@ def dae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real dae checkpoint from a debug run."""
     from conftest import compose_config
 
-    from zoo.train import fit
+    from zoo.app.train import fit
 
     out = tmp_path_factory.mktemp("dae")
     fit(compose_config(["method=dae", "trainer=debug", "+test=false", "logger=csv"], out))

@@ -1,29 +1,60 @@
-"""callbacks/ and datamodules/ are reusable on their own: they import nothing from zoo."""
+"""The layers hold: import-linter's contracts (pyproject.toml) pass, and each fails when broken.
+
+The contracts: the application (``zoo.app``) on top of the library, whose layers point down only;
+``callbacks/`` and ``datamodules/`` import nothing from ``zoo``; no import circle among the modules of
+any package. Lazy imports count (grimp reads every import statement), so none can dodge a circle.
+"""
 
 from __future__ import annotations
 
-import ast
+import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
-
-def imported_modules(package: str) -> list[tuple[str, str]]:
-    found = []
-    for path in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found += [(str(path), alias.name) for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                found.append((str(path), node.module))
-    return found
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
-def test_callbacks_and_datamodules_import_nothing_from_zoo() -> None:
-    for package in ("callbacks", "datamodules"):
-        offenders = [(p, m) for p, m in imported_modules(package) if m == "zoo" or m.startswith("zoo.")]
-        assert not offenders, f"{package}/ imports zoo: {offenders}"
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_the_import_contracts_hold() -> None:
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Contracts: 3 kept, 0 broken." in result.stdout
+
+
+BREAKS = {
+    "library imports the application": ({"zoo/loading.py": "import zoo.app.train"}, r"zoo\.loading -> zoo\.app\.train"),
+    "a lower layer imports a higher one": ({"zoo/nets/unet.py": "import zoo.methods.diffusion"}, r"zoo\.nets\.unet -> zoo\.methods"),
+    "callbacks import zoo": ({"callbacks/files.py": "import zoo.loading"}, r"callbacks\.files -> zoo\.loading"),
+    "a circle inside a package": (
+        {"zoo/diffusion/samplers.py": "import zoo.diffusion.losses", "zoo/diffusion/losses.py": "import zoo.diffusion.samplers"},
+        r"no import circles among the modules of any package BROKEN",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKS))
+def test_a_broken_layer_fails_the_contracts(case: str, tmp_path: Path) -> None:
+    for item in ("zoo", "callbacks", "datamodules", "conf", "pyproject.toml"):
+        source = ROOT / item
+        copy = shutil.copytree if source.is_dir() else shutil.copy
+        copy(source, tmp_path / item)
+    lines, expected = BREAKS[case]
+    for path, line in lines.items():
+        target = tmp_path / path
+        target.write_text(target.read_text().replace("from __future__ import annotations\n", f"from __future__ import annotations\n\n{line}\n", 1))
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert re.search(expected, result.stdout), result.stdout[-3000:]
 
 
 def test_packages_import_without_zoo_loaded() -> None:

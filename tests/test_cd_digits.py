@@ -1,4 +1,4 @@
-"""``experiment=cd_digits`` (zoo/studies/cd_digits.py): CD against its EDM teacher and CT at equal budget."""
+"""``experiment=cd_digits`` (zoo/app/studies/cd_digits.py): CD against its EDM teacher and CT at equal budget."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.studies.cd_digits import counted, paired_ratio
-from zoo.train import main
+from zoo.app.studies.cd_digits import counted, paired_ratio
+from zoo.app.train import main
 
 ROWS = ("teacher_35nfe", "teacher_1step", "cd_1", "cd_2", "cd_4", "ct_1", "ct_2")
 

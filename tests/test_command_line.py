@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from zoo.command_line import pasteable, quote_paths
+from zoo.app.command_line import pasteable, quote_paths
 
 VALUES = ["/runs/plain_1.ckpt", "/runs/epoch=0-step=4.ckpt", "/runs/a b/last.ckpt", "/runs/é t/ü.ckpt",
           "/runs/it's,[x]/last.ckpt", "C:\\runs\\x'y", "C:\\end\\"]

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from zoo import compare
-from zoo.train import fit
+from zoo.app.train import fit
 
 TINY = ["method=dae", "trainer=debug", "+test=false"]
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import CONF
 from hydra.errors import InstantiationException
 
-from zoo.train import build
+from zoo.app.train import build
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 NETS = sorted(p.stem for p in (CONF / "net").glob("*.yaml"))

@@ -10,7 +10,7 @@ from conftest import CONF
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import WeightAveraging
 
-from zoo.train import build
+from zoo.app.train import build
 
 GROUPS = ["data", "method", "net", "encoder", "trainer", "callbacks", "logger", "experiment"]
 # Options that need something from outside the config to instantiate (a checkpoint path).

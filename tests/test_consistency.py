@@ -12,6 +12,7 @@ from conftest import compose_config
 from hydra.errors import InstantiationException
 from torch import nn
 
+from zoo.app.train import build, fit, main
 from zoo.diffusion import heun_step
 from zoo.loading import load_method
 from zoo.methods.consistency import (
@@ -25,7 +26,6 @@ from zoo.methods.consistency import (
     lognormal_index_probs,
     pseudo_huber,
 )
-from zoo.train import build, fit, main
 
 CKPT = ["trainer=debug", "callbacks=default", "~callbacks.progress", "~callbacks.lr_monitor", "~logger"]
 TINY = ["trainer=debug", "callbacks=none", "~logger"]

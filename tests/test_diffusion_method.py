@@ -14,9 +14,9 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
+from zoo.app.train import build, fit
 from zoo.diffusion import classifier_free, sample
 from zoo.methods.diffusion import Diffusion
-from zoo.train import build, fit
 
 # 500 samples for the end-of-run generative metrics, not the default 5,000: the same code path (a digits run 20 s -> 4 s).
 FAST = ["trainer=debug", "method.sampler.steps=4", "callbacks.samples.n=8", "callbacks.generative.n_samples=500"]

@@ -14,9 +14,9 @@ from omegaconf import OmegaConf, open_dict
 from timm.models import create_model
 
 from zoo import encoders
+from zoo.app.train import build
 from zoo.encoders import FrozenEncoder
 from zoo.nets.backbones import ResNet, ViT
-from zoo.train import build
 
 
 @pytest.mark.parametrize(

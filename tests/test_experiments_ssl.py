@@ -17,9 +17,9 @@ from torch import Tensor
 from callbacks import WeightGrid
 from callbacks.weight_grid import pixel_mean
 from datamodules import Digits
-from zoo.studies.probe_baselines import raw_pixels
-from zoo.study import compose_run
-from zoo.train import main
+from zoo.app.configs import compose_run
+from zoo.app.studies.probe_baselines import raw_pixels
+from zoo.app.train import main
 
 
 class FixedRows(L.LightningModule):
@@ -128,7 +128,7 @@ def test_rep_dynamics_config_probes_ten_levels_of_a_memorizing_and_a_generalizin
 def test_moco_digits_config_runs_both_variants_on_no_flip_views() -> None:
     cfg = compose_run(["experiment=moco_digits"])
     assert dict(cfg.study.runs) == {"moco_v2": ["method.variant=v2"], "moco_v3": ["method.variant=v3"]}
-    assert cfg.study._target_ == "zoo.studies.probe_baselines.run" and cfg.study.baseline_run == "moco_v2"
+    assert cfg.study._target_ == "zoo.app.studies.probe_baselines.run" and cfg.study.baseline_run == "moco_v2"
     for label, variant in (("moco_v2", "v2"), ("moco_v3", "v3")):
         run = compose_run(["experiment=moco_digits", *cfg.study.runs[label]])
         assert run.method.variant == variant and run.data.views == f"moco{variant}_noflip"

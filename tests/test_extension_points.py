@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from zoo.app.train import build
 from zoo.diffusion import EDM, VP, Denoiser, LinearFlow, convert, heun, heun_step
 from zoo.nets.dit import DiT
 from zoo.terms import LossTerm, TermInputs
-from zoo.train import build
 
 TERM = "+method.terms.probe={_target_: test_extension_points.HiddenProbe, width: 32, weight: 0.1, blocks: [1]}"
 FAST = ["method=diffusion", "net=dit", "net.width=32", "trainer=debug", "callbacks=none"]

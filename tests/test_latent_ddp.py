@@ -12,7 +12,7 @@ import pytest
 from test_rae import VIT_ENCODER
 from test_scale import FEW_STEPS, PROBES_AND_GENERATIVE, run_py
 
-from zoo.train import fit
+from zoo.app.train import fit
 
 AUTOENCODERS = {
     "vae": ["method=vae", "method.net.block_out_channels=[16,32]"],

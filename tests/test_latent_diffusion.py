@@ -14,13 +14,13 @@ from torch import Tensor
 
 from callbacks.files import tensor_digest
 from zoo import latent_cache
+from zoo.app.tasks import method_to_evaluate
+from zoo.app.train import build, fit
 from zoo.autoencoder import FrozenAutoencoder
 from zoo.latent_cache import cache_file, cached_latents, fingerprint
 from zoo.loading import load_method
 from zoo.methods.base import Method
 from zoo.methods.diffusion import Diffusion
-from zoo.tasks import method_to_evaluate
-from zoo.train import build, fit
 
 ENDS = ["callbacks=default", "~callbacks.progress", "+test=false"]
 TINY_VAE = ["method=vae", "method.net.block_out_channels=[16,32]", "trainer=debug", "trainer.limit_train_batches=2",

@@ -12,12 +12,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from zoo.loading import Has, load_method
-from zoo.methods.base import CHECKPOINT_FORMAT
+from zoo.app.configs import compose_as_run_py
+from zoo.app.train import build
+from zoo.loading import CHECKPOINT_FORMAT, Has, load_method
 from zoo.methods.dae import DAE
 from zoo.methods.moco import MoCo
-from zoo.study import compose_as_run_py
-from zoo.train import build
 
 TINY_MOCO = [
     "method=moco", "data.views=mocov2_noflip", "data.n_train=32", "data.batch_size=16", "method.queue_size=32",

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from datamodules import Digits
+from zoo.app.train import build
 from zoo.methods.moco import MoCo, contrastive_v3, fifo_enqueue, infonce_v2
 from zoo.methods.momentum import cosine_momentum
 from zoo.nets.backbones import ResNet, ViT
-from zoo.train import build
 
 
 def tiny_moco(variant: str = "v2", **kwargs) -> MoCo:

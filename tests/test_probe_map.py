@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from callbacks import ProbeMap
 from callbacks.probe_map import noise_averaged_features, probe_map
-from zoo.train import build
+from zoo.app.train import build
 
 LEVELS = [0.2, 0.6, 0.9]
 

@@ -14,6 +14,8 @@ from conftest import compose_config
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
+from zoo.app.studies.rae_digits import dimension_alpha, latent_config
+from zoo.app.train import build, fit
 from zoo.autoencoder import is_autoencoder, load_autoencoder
 from zoo.diffusion.time_samplers import LogitNormal, Shifted, shift
 from zoo.encoders import random as random_encoder
@@ -21,8 +23,6 @@ from zoo.methods.rae import RAE
 from zoo.nets.backbones import ViT
 from zoo.nets.token_dit import WIDTH_FINDING, token_dit
 from zoo.nets.vit_decoder import ViTDecoder
-from zoo.studies.rae_digits import dimension_alpha, latent_config
-from zoo.train import build, fit
 
 VIT_ENCODER = [
     "encoder=random",

@@ -8,9 +8,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from zoo.studies.rep_dynamics import labelled_pool
-from zoo.study import compose_run
-from zoo.train import main
+from zoo.app.configs import compose_run
+from zoo.app.studies.rep_dynamics import labelled_pool
+from zoo.app.train import main
 
 
 def test_the_pool_scores_every_image_the_model_never_trained_on() -> None:

@@ -13,9 +13,9 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_scale import FEW_STEPS, assert_same_weights, load, run_py
 
-from zoo.studies.repa_digits import speedup, steps_to_target
+from zoo.app.studies.repa_digits import speedup, steps_to_target
+from zoo.app.train import build, fit
 from zoo.terms.alignment import RepresentationAlignment, alignment_loss, centred_cosine
-from zoo.train import build, fit
 
 TINY = ["method=repa", "net.width=32", "net.depth=3", "trainer=debug", "callbacks=none"]
 RANDOM = ["encoder=random", "encoder.net.width=8"]

@@ -20,8 +20,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from zoo.resume import newest_checkpoint, resume_path
-from zoo.train import fit
+from zoo.app.resume import newest_checkpoint, resume_path
+from zoo.app.train import fit
 
 TINY = ["method=dae", "trainer=debug", "+test=false", "logger=csv", "callbacks.checkpoint.every_n_epochs=1"]
 

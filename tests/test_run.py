@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 from zoo import compare
-from zoo.train import fit
+from zoo.app.train import fit
 
 
 def run_py(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -68,7 +68,7 @@ def test_n_train_larger_than_the_data_fails_before_training(make_config) -> None
 
 
 def test_image_net_on_vector_data_names_the_fix(make_config) -> None:
-    from zoo.train import build
+    from zoo.app.train import build
 
     with pytest.raises(ValueError, match=r"net=UNet does not fit data of shape \[2\] \(vectors\).*net=mlp"):
         build(make_config("data=manifold", "method=diffusion", "net=unet"))
@@ -82,7 +82,7 @@ def test_csv_logger_run_writes_metrics(make_config, tmp_path: Path) -> None:
 def test_weight_averaging_runs_last_so_validation_callbacks_see_the_average(make_config) -> None:
     from lightning.pytorch.callbacks import WeightAveraging
 
-    from zoo.train import build
+    from zoo.app.train import build
 
     callbacks = build(make_config("method=diffusion", "callbacks=generative")).trainer.callbacks
     averaging = [i for i, c in enumerate(callbacks) if isinstance(c, WeightAveraging)]

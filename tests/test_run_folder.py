@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.resume import check_resume
-from zoo.run_folder import RunFolderTaken, run_records
-from zoo.train import fit
+from zoo.app.resume import check_resume
+from zoo.app.run_folder import RunFolderTaken, run_records
+from zoo.app.train import fit
 
 TINY = ["method=dae", "trainer=debug", "+test=false", "logger=csv", "callbacks=none",
         "+callbacks.checkpoint={_target_: lightning.pytorch.callbacks.ModelCheckpoint, "

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from zoo.studies.refine_gmm import mode_statistics
-from zoo.train import main
+from zoo.app.studies.refine_gmm import mode_statistics
+from zoo.app.train import main
 
 MEANS = torch.tensor([[math.cos(a), math.sin(a)] for a in (0.0, math.pi / 2, math.pi, 3 * math.pi / 2)])
 

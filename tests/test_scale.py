@@ -28,7 +28,9 @@ from omegaconf import DictConfig, open_dict
 
 from callbacks.files import atomic_torch_save
 from callbacks.finite_checkpoint import non_finite_parameters
-from zoo.train import build, check_launch, fit, resume_path
+from zoo.app.config_checks import check_launch
+from zoo.app.resume import resume_path
+from zoo.app.train import build, fit
 
 TINY_DIFFUSION = [
     "method=diffusion",

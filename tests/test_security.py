@@ -54,8 +54,8 @@ def test_the_safe_reader_reads_numpy_and_plain_containers(tmp_path: Path, protoc
 
 
 def test_a_crafted_checkpoint_runs_nothing(tmp_path: Path) -> None:
+    from zoo.app.resume import check_resume
     from zoo.loading import load_method
-    from zoo.resume import check_resume
 
     marker = tmp_path / "ran"
     path = tmp_path / "crafted.ckpt"
@@ -89,7 +89,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Real one-step checkpoints: a diffusion model on EDM (a CD teacher), a MoCo (a REPA encoder), a VAE."""
     from conftest import compose_config
 
-    from zoo.train import build
+    from zoo.app.train import build
 
     runs = {
         "diffusion": ["method=diffusion", "method.schedule._target_=zoo.diffusion.schedules.EDM"],
@@ -136,8 +136,8 @@ def test_a_stored_config_naming_other_code_runs_nothing_at_any_entry_point(
 ) -> None:
     from conftest import compose_config
 
+    from zoo.app.train import main
     from zoo.stored_config import UnsafeConfig
-    from zoo.train import main
 
     source, overrides = ENTRY_POINTS[entry]
     marker = tmp_path / "ran"
@@ -179,7 +179,7 @@ def test_trust_checkpoint_true_lifts_the_target_check(checkpoints: dict[str, Pat
         ("datamodules.Digits", True),
         ("zoo.methods.base.torch.save", False),
         ("zoo.methods.diffusion.torch", False),
-        ("zoo.train.fit", False),
+        ("zoo.app.train.fit", False),
         ("zoo.latent_cache.cached_latents", False),
         ("torch.optim.Optimizer.add_param_group", False),
         ("torch.hub.load", False),
@@ -220,8 +220,8 @@ METHOD_ARGS = {"repa": ["encoder=random"], "vavae": ["encoder=random", "method.t
 
 @pytest.mark.parametrize("method", METHODS)
 def test_a_legitimate_checkpoint_of_every_method_still_loads(method: str, tmp_path: Path, make_config) -> None:
+    from zoo.app.train import build
     from zoo.loading import load_method
-    from zoo.train import build
 
     built = build(make_config(f"method={method}", *METHOD_ARGS.get(method, []), *TINY_ONE_STEP))
     built.trainer.fit(built.method, datamodule=built.datamodule)

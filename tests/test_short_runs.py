@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from test_scale import TINY_DIFFUSION
 
-from zoo.train import fit
+from zoo.app.train import fit
 
 TINY = [*TINY_DIFFUSION, "trainer=debug", "+test=false", "logger=csv", "~callbacks.samples", "~callbacks.generative"]
 

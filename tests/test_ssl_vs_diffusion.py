@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from zoo.studies import ssl_vs_diffusion
-from zoo.study import compose_run
-from zoo.train import main
+from zoo.app.configs import compose_run
+from zoo.app.studies import ssl_vs_diffusion
+from zoo.app.train import main
 
 TINY_MAP = ["callbacks.probe_map.levels=[0.3,0.9]", "callbacks.probe_map.draws=1"]
 TINY_LEARNERS = {

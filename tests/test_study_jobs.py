@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from zoo.train import main
+from zoo.app.train import main
 
 DAE_WIDTH = ["experiment=dae_width", "trainer.max_epochs=2", "callbacks=none", "logger=csv"]
 
@@ -55,7 +55,7 @@ def test_a_users_own_experiment_runs_its_study_from_their_search_path(tmp_path: 
     confs = tmp_path / "my_confs" / "experiment"
     confs.mkdir(parents=True)
     (confs / "my_width.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - override /method: dae\nname: my_width\nstudy:\n  _target_: zoo.study.run\n"
+        "# @package _global_\ndefaults:\n  - override /method: dae\nname: my_width\nstudy:\n  _target_: zoo.app.study.run\n"
         "  name: my_width\n  runs: {'10': [method.hidden=10], '20': [method.hidden=20]}\n  report: val/loss\n"
     )
     result = subprocess.run(

@@ -12,8 +12,8 @@ import torch
 from conftest import compose_config
 from hydra.utils import instantiate
 
+from zoo.app.train import main
 from zoo.loading import load_method
-from zoo.train import main
 
 TINY = ["trainer=debug", "callbacks=none", "~logger"]
 

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
 
+from zoo.app.train import build, fit
 from zoo.autoencoder import Autoencoder, is_autoencoder, load_autoencoder
 from zoo.encoders import random as random_encoder
 from zoo.methods.vae import VAE
 from zoo.nets.backbones import ResNet
 from zoo.terms.latent import LatentTermInputs
 from zoo.terms.vf_loss import VFLoss, adaptive_weight, marginal_cosine, marginal_distance_matrix
-from zoo.train import build, fit
 
 # 8 px digits, f2: 4x4 latents; the random encoder's ResNet stage 2 is 4x4 at 8 px.
 TINY_VAE = ["method.net.block_out_channels=[16,32]", "trainer=debug", "callbacks=none", "logger=csv"]

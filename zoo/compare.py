@@ -1,6 +1,6 @@
 """Compare runs: ``python -m zoo.compare LOGDIR [--markdown FILE]``.
 
-Every folder under LOGDIR holding ``metrics.json`` (written by ``zoo.train.fit``) or TensorBoard
+Every folder under LOGDIR holding ``metrics.json`` (written by ``zoo.app.train.fit``) or TensorBoard
 event files is a run. One row per run: method, data, the overrides that set it apart, and its
 final metrics; the best value of each column is highlighted (lower is better for losses,
 distances, FID/KID and memorization, higher for everything else). A folder whose files cannot be
@@ -84,6 +84,7 @@ def _json(path: Path, kind: type) -> dict:
 
 def last_scalars(folder: Path) -> dict[str, float]:
     """The last value of every scalar in the folder's TensorBoard events (runs without metrics.json)."""
+    # Here, not at the top: only runs without metrics.json need it, and it costs a second of start-up.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0})

@@ -5,7 +5,7 @@ save: ``zoo_config`` (the run's resolved config, ``shape`` filled in) and ``zoo_
 (``CHECKPOINT_FORMAT``). The file is read with ``torch.load(weights_only=True)``, so no pickle in it can
 run code, and its ``zoo_config`` may build only registered classes (``zoo.stored_config.check_stored``,
 before anything is built), so no config in it can either; the method is rebuilt from ``zoo_config`` by
-``zoo.train.build_method`` and its weights loaded strictly. Each way a file can fail is one ``ValueError`` (``FileNotFoundError`` when there is
+``build_method`` and its weights loaded strictly. Each way a file can fail is one ``ValueError`` (``FileNotFoundError`` when there is
 no file) that names the setting, the file and what was expected.
 """
 
@@ -20,11 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 from torch import nn
 
-from zoo.methods.base import CHECKPOINT_FORMAT, Method
 from zoo.stored_config import check_stored
+
+CHECKPOINT_FORMAT = 1
+"""The layout of a zoo checkpoint (``zoo_version``): ``zoo_config`` (the resolved run config) beside
+Lightning's ``state_dict``. Raise it when that layout changes; ``load_method`` refuses other versions."""
 
 SHOWN_KEYS = 3
 """How many state-dict keys a mismatch message names of each kind."""
@@ -49,7 +54,7 @@ Expectation = type | tuple[type, ...] | Callable[[nn.Module], bool]
 
 def load_method(
     path: str | Path, expect: Expectation | None = None, expected: str | None = None, setting: str = "ckpt"
-) -> Method:
+) -> nn.Module:
     """The method a zoo checkpoint was saved from, with its weights, in eval mode, on the CPU.
 
     ``expect`` says what kind of method the caller needs and ``expected`` says it in words for the
@@ -71,8 +76,6 @@ def load_method(
             f"{where} is a zoo checkpoint of {saved}, but this zoo reads format version {CHECKPOINT_FORMAT}; "
             "load it with the zoo that wrote it, or retrain the run with this one"
         )
-    from zoo.train import build_method
-
     config = checkpoint["zoo_config"]
     check_stored(config, where, build="method")
     method = build_method(OmegaConf.create(config))
@@ -188,3 +191,28 @@ def failure(expect: Expectation) -> str:
     if isinstance(expect, Has):
         return f"has no {expect.name}"
     return f"fails {getattr(expect, '__name__', repr(expect))}"
+
+
+def build_method(cfg: DictConfig) -> nn.Module:
+    """The method of a config whose ``shape`` is filled in.
+
+    A method takes its net and frozen encoder through its own config (``net: ${net}``,
+    ``encoder: ${encoder}``), so nothing is injected here; a net whose config reads a geometry the
+    data do not have fails first with a message naming the nets that fit.
+    """
+    if cfg.get("net") is not None:
+        check_net_fits(cfg)
+    return instantiate(cfg.method)
+
+
+def check_net_fits(cfg: DictConfig) -> None:
+    """Resolve ``cfg.net``: a clear error when it reads a geometry (``${shape.1}``) the data do not have."""
+    try:
+        OmegaConf.to_container(cfg.net, resolve=True)
+    except InterpolationKeyError as error:
+        kind = "vectors" if len(cfg.shape) == 1 else "images"
+        hint = "net=mlp" if kind == "vectors" else "an image net (net=unet, net=dit, net=jit_vit)"
+        raise ValueError(
+            f"net={cfg.net._target_.rsplit('.', 1)[-1]} does not fit data of shape {list(cfg.shape)} ({kind}): "
+            f"{error.msg.splitlines()[0]}; use {hint}"
+        ) from None

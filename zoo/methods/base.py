@@ -20,11 +20,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from zoo.loading import CHECKPOINT_FORMAT
 from zoo.methods.momentum import MOMENTUM_SCHEDULES, check_pairs, ema_update, scheduled_momentum
-
-CHECKPOINT_FORMAT = 1
-"""The layout of a zoo checkpoint (``zoo_version``): ``zoo_config`` (the resolved run config) beside
-Lightning's ``state_dict``. Raise it when that layout changes; ``load_method`` refuses other versions."""
 
 
 class Method(L.LightningModule):

@@ -22,7 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from zoo.diffusion import EDM, Denoiser, Schedule, append_dims, euler_step, heun_step
+from zoo.loading import load_method
 from zoo.methods.base import Method
+from zoo.methods.diffusion import Diffusion
 
 MODES = ("distill", "train")
 TEACHER_STEPS = {"heun": heun_step, "euler": euler_step}
@@ -194,9 +196,6 @@ class Consistency(Method):
 
     def _load_teacher(self, path: str | None, schedule: Schedule) -> Denoiser:
         """The frozen denoiser of a ``method=diffusion`` checkpoint on this schedule and data shape."""
-        from zoo.loading import load_method
-        from zoo.methods.diffusion import Diffusion
-
         if path is None:
             raise ValueError(
                 "method.teacher=null: consistency distillation (method.mode=distill) needs a method=diffusion "

@@ -169,7 +169,7 @@ class Diffusion(Method):
         if tuple(autoencoder.latent_shape) != self.shape:
             raise ValueError(
                 f"method.shape={list(self.shape)} but the autoencoder's latents are {list(autoencoder.latent_shape)}; "
-                "in a latent space the net and the sampler see the latent shape (zoo.train.build sets shape)"
+                "in a latent space the net and the sampler see the latent shape (zoo.app.train.build sets shape)"
             )
         if guidance is not None and guidance.scale > 0:
             raise ValueError(

@@ -2,7 +2,7 @@
 
 ``RANGES`` maps a key pattern (``fnmatch``: ``*`` spans dots, so ``*.lr`` is every learning rate) to
 ``Allowed``: the kind of number, its bounds, the extra values it takes (``-1`` for "no limit"), and
-whether ``null`` is allowed. ``zoo.config_checks.check_values`` applies it to the composed config
+whether ``null`` is allowed. ``zoo.app.config_checks.check_values`` applies it to the composed config
 before anything is built, and refuses NaN and infinities wherever a number stands; the message names
 the key, the value, what is allowed and the fix. Checks that need more than one value (a queue size
 that is a multiple of the batch size, a net that fits the data) stay with the class that knows them.

@@ -20,12 +20,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 from torchvision.utils import save_image
 
+from zoo.app.configs import overridden_keys
 from zoo.loading import Has, check_file, load_method
 
 TASKS = ("fit", "sample", "eval")
@@ -42,13 +42,7 @@ def checkpoint_path(cfg: DictConfig) -> Path:
 
 def sampler_overrides(cfg: DictConfig) -> dict[str, Any]:
     """The ``method.sampler.<key>`` values given on the command line (the checkpoint's own stay otherwise)."""
-    if not HydraConfig.initialized():
-        return {}
-    keys = []
-    for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key.startswith("method.sampler."):
-            keys.append(key.removeprefix("method.sampler."))
+    keys = [key.removeprefix("method.sampler.") for key in overridden_keys("method.sampler.")]
     return {key: OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
             for key in keys if (value := OmegaConf.select(cfg, f"method.sampler.{key}")) is not None}
 
@@ -96,7 +90,7 @@ def write_samples(x: Tensor, y: Tensor, folder: Path) -> None:
         save_image((x.clamp(-1, 1) + 1) / 2, folder / "samples.png", nrow=int(len(x) ** 0.5) or 1)
         return
     np.savez(folder / "samples.npz", x.numpy().astype(np.float32), y.numpy())
-    import matplotlib
+    import matplotlib  # here, not at the top: only vector samples need it, and it costs start-up time
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

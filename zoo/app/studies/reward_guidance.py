@@ -17,15 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from callbacks.frechet_distance import frechet_distance, frechet_interval
 from callbacks.reference_net import ReferenceNet
+from zoo.app.study import fit_checkpoints, flatten_results, write_report
 from zoo.encoders import zoo as zoo_encoder
 from zoo.loading import Has, load_method
 from zoo.rewards import PrototypeReward, RewardGuidance
-from zoo.study import fit_checkpoints, flatten_results, write_report
 
 
 def run(
@@ -41,8 +42,6 @@ def run(
     diffusion_ckpt: str | None = None,
 ) -> dict[str, float]:
     """Train or load the encoder and the model, sample the three arms, write ``<name>.json``/``.md``."""
-    from hydra.utils import instantiate
-
     root = Path(cfg.paths.output_dir)
     given = {"moco": encoder_ckpt, "diffusion": diffusion_ckpt}
     runs = {"moco": encoder_run, "diffusion": diffusion_run}

@@ -5,13 +5,13 @@ A folder *holds a run* when it has ``run.json`` or ``metrics.json``, a checkpoin
 ``resume=`` would overwrite that run's records and leave its checkpoints beside a config that no
 longer describes them, so it is refused, naming the folder and both ways out. ``OneRunPerFolder``
 checks Hydra's run folder before Hydra writes ``.hydra/`` into it (Hydra's ``on_run_start``);
-``check_fresh`` is the same check for a study's sub-runs, which ``zoo.train.fit`` starts itself. A
+``check_fresh`` is the same check for a study's sub-runs, which ``zoo.app.train.fit`` starts itself. A
 resumed run (``resume=``) keeps the first launch's ``.hydra/`` and writes its own config beside it, in
 ``.hydra/resumed-<time>/``.
 
 Each run gets an id (``run_id``, a UUID) when it starts: written to ``run.json`` at once and stored
 in every checkpoint's config, and kept when the run is resumed, so a checkpoint names the run it
-belongs to (``zoo.resume.check_resume`` compares them).
+belongs to (``zoo.app.resume.check_resume`` compares them).
 """
 
 from __future__ import annotations

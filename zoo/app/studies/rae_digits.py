@@ -33,10 +33,11 @@ from torch import Tensor
 
 from callbacks.frechet_distance import frechet_distance, frechet_interval
 from callbacks.reference_net import ReferenceNet
+from zoo.app.configs import base_overrides, compose_run
+from zoo.app.study import fit_checkpoints, fit_runs, last_checkpoint
 from zoo.autoencoder import load_autoencoder
 from zoo.diffusion.time_samplers import alpha_for_dim
 from zoo.loading import Has, load_method
-from zoo.study import base_overrides, compose_run, fit_checkpoints, fit_runs, last_checkpoint
 
 
 def dimension_alpha(latent_shape: Sequence[int], base: int) -> float:

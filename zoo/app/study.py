@@ -25,58 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from joblib import Parallel, delayed
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+from torch.utils.tensorboard import SummaryWriter
 
-from zoo.conf_dir import conf_dir
-from zoo.config_checks import check_missing, check_override_types, check_values
-
-CONF_DIR = conf_dir()
-
-
-def compose_run(overrides: Sequence[str]) -> DictConfig:
-    """The run config for ``overrides``, composed like ``run.py`` composes it (no ``hydra`` node), with the
-    experiment's own config search path (a user's ``hydra.searchpath=[file://my_confs]``)."""
-    overrides = [*search_path(), *overrides]
-    if GlobalHydra.instance().is_initialized():
-        cfg = compose("config", overrides=overrides)
-    else:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-    return cfg
-
-
-def compose_as_run_py(overrides: Sequence[str], output_dir: Path) -> DictConfig:
-    """The config ``run.py`` gets for ``overrides`` with its run folder at ``output_dir``, with Hydra's
-    runtime (``${hydra:...}``, choices, overrides) set as under ``run.py``: for tests and benchmarks."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[f"hydra.run.dir={output_dir}", f"paths.output_dir={output_dir}", *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
-
-
-def search_path() -> list[str]:
-    """The ``hydra.searchpath`` override the experiment was started with, if any."""
-    if not HydraConfig.initialized():
-        return []
-    return [o for o in HydraConfig.get().overrides.hydra if o.startswith("hydra.searchpath=")]
-
-
-def base_overrides() -> list[str]:
-    """The overrides the experiment was started with, less Hydra's own."""
-    if not HydraConfig.initialized():
-        return []
-    return [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.")]
+from zoo.app.config_checks import check_missing, check_override_types, check_values, processes_per_run
+from zoo.app.configs import base_overrides, compose_run
+from zoo.app.resume import Interrupted
+from zoo.app.train import fit
 
 
 def run(
@@ -102,8 +60,6 @@ def fit_runs(
 
 def fit_all(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
     """Fit every run into its subfolder, ``study_jobs`` at a time; ``{label: the run's final metrics}``."""
-    from zoo.train import fit
-
     root = Path(cfg.paths.output_dir)
     subs = {
         label: compose_run(
@@ -125,8 +81,6 @@ def fit_all(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]]) -> di
     jobs = side_by_side(cfg, subs)
     if jobs == 1:
         return {label: fit(sub, info=infos[label]) for label, sub in subs.items()}
-    from joblib import Parallel, delayed
-
     hydra_cfg = HydraConfig.instance().cfg
     threads = max(1, torch.get_num_threads() // jobs)
     with sigterm_stops_the_workers(name, root):
@@ -150,8 +104,6 @@ def check_sub_run(name: str, label: str, sub: DictConfig, overrides: Sequence[st
 def sigterm_stops_the_workers(name: str, root: Path) -> Iterator[None]:
     """While the workers run, SIGTERM raises ``Interrupted`` in the parent, so joblib kills the workers
     instead of leaving them running when the parent ends (Python's default SIGTERM skips all cleanup)."""
-    from zoo.resume import Interrupted
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -196,8 +148,6 @@ def last_checkpoint(cfg: DictConfig, label: str) -> Path:
 
 def side_by_side(cfg: DictConfig, subs: Mapping[str, DictConfig]) -> int:
     """How many of ``subs`` run at once: ``study_jobs``, at most one per run, refused for multi-process runs."""
-    from zoo.train import processes_per_run
-
     jobs = min(int(cfg.get("study_jobs", 1)), len(subs))
     if jobs > 1:
         for label, sub in subs.items():
@@ -214,10 +164,8 @@ def side_by_side(cfg: DictConfig, subs: Mapping[str, DictConfig]) -> int:
 def fit_in_worker(
     cfg: DictConfig, info: Mapping[str, Any], hydra_cfg: DictConfig | None, threads: int
 ) -> dict[str, float]:
-    """``zoo.train.fit`` in a worker process, with ``threads`` threads and the experiment's Hydra runtime
+    """``zoo.app.train.fit`` in a worker process, with ``threads`` threads and the experiment's Hydra runtime
     (``hydra_cfg``: the config ``HydraConfig`` holds in the parent, or None outside Hydra)."""
-    from zoo.train import fit
-
     torch.set_num_threads(threads)
     if hydra_cfg is not None:
         HydraConfig.instance().set_config(hydra_cfg)
@@ -254,8 +202,6 @@ def markdown_table(results: Mapping[str, Mapping[str, float]]) -> str:
 
 def write_report(root: Path, name: str, results: Mapping[str, Mapping[str, float]], single: bool) -> None:
     """``<name>.json``, ``<name>.md`` and the table as TensorBoard text in the study's folder."""
-    from torch.utils.tensorboard import SummaryWriter
-
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{name}.json").write_text(json.dumps(nest(results, single), indent=2))
     table = markdown_table(results)

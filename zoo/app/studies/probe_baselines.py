@@ -1,6 +1,6 @@
 """A study of representation learners against the two baselines every SSL table needs.
 
-Each run of ``runs`` is fitted as in ``zoo.study`` and scored by its kNN and linear probes (the
+Each run of ``runs`` is fitted as in ``zoo.app.study`` and scored by its kNN and linear probes (the
 ``knn`` and ``linear_probe`` callbacks of ``conf/callbacks/probes.yaml``). Two rows are added with the
 same probes, the same settings and the same probe data: ``random_init``, the encoder of the run
 ``baseline_run`` as built before any training (same seed, so the very weights that run started
@@ -20,7 +20,9 @@ from torch.utils.data import DataLoader
 
 from callbacks import knn_accuracy, linear_probe_accuracy
 from callbacks.features import EmbedFn, probe_split_features
-from zoo.study import base_overrides, compose_run, fit_runs, flatten_results, write_report
+from zoo.app.configs import base_overrides, compose_run
+from zoo.app.study import fit_runs, flatten_results, write_report
+from zoo.app.train import build
 
 
 def raw_pixels(module: nn.Module, x: Tensor, **kw) -> Tensor:
@@ -51,8 +53,6 @@ def probe_scores(
 
 def run(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]], baseline_run: str) -> dict[str, float]:
     """Fit the runs, score the baselines, write ``<name>.json``/``.md``; ``{"<row>/knn": ..., ...}``."""
-    from zoo.train import build
-
     if baseline_run not in runs:
         raise ValueError(f"study.baseline_run={baseline_run!r} is not one of the runs {list(runs)}")
     knn, linear = cfg.callbacks.get("knn"), cfg.callbacks.get("linear_probe")

@@ -15,6 +15,7 @@ as many steps at every size; the gap (best SSL minus diffusion) is reported per 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,9 +26,8 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from callbacks.features import EmbedFn
-from zoo.loading import load_method
-from zoo.studies.probe_baselines import probe_scores, raw_pixels
-from zoo.study import (
+from zoo.app.studies.probe_baselines import probe_scores, raw_pixels
+from zoo.app.study import (
     base_overrides,
     compose_run,
     fit_all,
@@ -37,6 +37,8 @@ from zoo.study import (
     pick,
     write_report,
 )
+from zoo.app.train import build
+from zoo.loading import load_method
 
 
 def at_cell(layer: int, t: float, draws: int) -> EmbedFn:
@@ -90,8 +92,6 @@ def run(
     linear: Mapping,
 ) -> dict[str, float]:
     """Fit every learner at every size, score every row, write ``<name>.json``/``.md``; ``{"<size>/<row>/<probe>": ...}``."""
-    from zoo.train import build
-
     check_study(learners, sizes, map_learner, ssl, random_init)
     root = Path(cfg.paths.output_dir)
     probe_data = instantiate(cfg.data, n_train=None)
@@ -153,8 +153,6 @@ def report_cells(
     map_learner: str,
 ) -> None:
     """Add the diffusion cell per size and the SSL-minus-diffusion gap to ``<name>.json`` and ``.md``."""
-    import json
-
     path = root / f"{name}.json"
     table = json.loads(path.read_text())
     table["cells"] = {size: dict(cell) for size, cell in cells.items()}

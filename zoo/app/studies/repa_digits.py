@@ -27,9 +27,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from zoo.app.study import fit_checkpoints, fit_runs, last_checkpoint, markdown_table, run_folder
 from zoo.loading import Has, load_method
 from zoo.stored_config import build_stored
-from zoo.study import fit_checkpoints, fit_runs, last_checkpoint, markdown_table, run_folder
 from zoo.terms.alignment import RepresentationAlignment, centred_cosine
 
 FD = "gen/fd_classifier"

@@ -36,7 +36,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from zoo.command_line import pasteable
+from zoo.app.command_line import pasteable
 from zoo.loading import read_weights_only, summary
 
 RESUME_SENSITIVE = ("optimizer", "scheduler")

@@ -16,6 +16,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from zoo.app.configs import command_line
+
 CHOICES = ("method", "data", "net", "encoder", "guidance", "experiment", "trainer")
 """The config groups whose choice names the run."""
 
@@ -26,7 +28,7 @@ NOT_HYPERPARAMETERS = ("hydra", "paths", "resume", "ckpt")
 def hyperparameters(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """``{key: scalar}`` of the run's choices, its method's values, ``seed`` and its overrides."""
     if overrides is None:
-        overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False) if HydraConfig.initialized() else []
+        overrides = command_line()
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     out: dict[str, Any] = {group: str(choices.get(group)) for group in CHOICES if group in choices}
     out.update(own_values(OmegaConf.to_container(cfg.method, resolve=False), "method", cfg))

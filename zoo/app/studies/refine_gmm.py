@@ -19,7 +19,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import Tensor
 
-from zoo.study import flatten_results, write_report
+from zoo.app.study import flatten_results, write_report
+from zoo.app.train import build
 
 
 def mode_statistics(z: Tensor, means: Tensor) -> dict[str, float]:
@@ -42,8 +43,6 @@ def mode_statistics(z: Tensor, means: Tensor) -> dict[str, float]:
 
 def run(cfg: DictConfig, name: str, ks: Sequence[int], n_samples: int) -> dict[str, float]:
     """Fit the model once, sample it at every K from the same seed, write ``<name>.json``/``.md``."""
-    from zoo.train import build
-
     built = build(cfg)
     if getattr(built.datamodule, "kind", None) != "gmm" or built.datamodule.ambient_dim != 2:
         raise ValueError("experiment=refine_gmm needs data=manifold data.kind=gmm data.ambient_dim=2")

@@ -16,6 +16,7 @@ the band covers that choice of images too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,8 +28,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from callbacks.shape_verdict import ShapeVerdict, band_figure, cross_validated_curve, shape_verdict
 from datamodules.base import BatchDictDataset
-from zoo.loading import load_method
-from zoo.study import (
+from zoo.app.study import (
     base_overrides,
     compose_run,
     fit_runs,
@@ -37,6 +37,7 @@ from zoo.study import (
     markdown_table,
     write_report,
 )
+from zoo.loading import load_method
 
 
 def images(dataset: Dataset) -> torch.Tensor:
@@ -122,8 +123,6 @@ def write_arms(
     root: Path, name: str, arms: Mapping[str, Mapping[str, float | str]], curves: Mapping[str, ShapeVerdict]
 ) -> None:
     """The per-arm verdicts and curves into ``<name>.json`` (key ``arms``), a table in ``.md``, bands in ``.png``."""
-    import json
-
     path = root / f"{name}.json"
     table = json.loads(path.read_text())
     table["arms"] = {

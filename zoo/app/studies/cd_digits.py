@@ -27,16 +27,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from callbacks.frechet_distance import frechet_distance, frechet_floor, frechet_interval
 from callbacks.reference_net import ReferenceNet
+from zoo.app.study import fit_checkpoints, flatten_results, write_report
 from zoo.loading import load_method
 from zoo.methods.consistency import Consistency
 from zoo.methods.diffusion import Diffusion
-from zoo.study import fit_checkpoints, flatten_results, write_report
 
 T_90 = {2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833}
 """Student's t at 0.95 by degrees of freedom (the two-sided 90% interval over sample seeds)."""
@@ -83,8 +84,6 @@ def run(
 ) -> dict[str, float]:
     """Train the teacher for ``teacher_budget`` steps (or load ``teacher_ckpt``), fit CD and CT for ``budget``
     steps each, sample and score every row; writes ``<name>.json`` and ``<name>.md``."""
-    from hydra.utils import instantiate
-
     if len(taus) < 3:
         raise ValueError(
             f"study.taus={list(taus)}: cd_4 needs three intermediate sigmas (e.g. [0.8, 0.4, 0.2])"

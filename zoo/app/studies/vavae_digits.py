@@ -24,9 +24,9 @@ from torch import Tensor
 
 from callbacks.frechet_distance import frechet_distance
 from callbacks.reference_net import ReferenceNet
+from zoo.app.study import fit_checkpoints, flatten_results, write_report
 from zoo.autoencoder import load_autoencoder
 from zoo.loading import Has, load_method
-from zoo.study import fit_checkpoints, flatten_results, write_report
 
 
 @torch.no_grad()

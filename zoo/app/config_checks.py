@@ -1,5 +1,5 @@
 """Checks of the composed config before anything is built: values of the wrong type, out of range or not
-finite (``check_values``, by the table of ``zoo.config_ranges``), values left ``???``.
+finite (``check_values``, by the table of ``zoo.app.config_ranges``), values left ``???``.
 
 ``trainer.max_steps=abc`` would otherwise fail deep inside Lightning (``'<' not supported between
 'str' and 'int'``) and ``seed=abc`` inside ``seed_everything``, neither naming the key. An override
@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import json
 import math
+import os
 import tempfile
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.config_ranges import RANGES
-from zoo.errors import locate
+from zoo.app.config_ranges import RANGES
+from zoo.app.configs import command_line, conf_dir, locate, overridden_keys
 
 FILLED_BY_THE_RUN = ("shape", "num_classes")
-"""Top-level ``???`` keys that ``zoo.train.build`` fills from the datamodule."""
+"""Top-level ``???`` keys that ``zoo.app.train.build`` fills from the datamodule."""
 
 TOP_LEVEL: dict[str, Any] = {"seed": int, "n": int, "sample_batch_size": int, "compile": bool, "test": bool}
 """The types of the top-level keys of ``conf/config.yaml`` that take a plain value."""
@@ -37,7 +41,7 @@ TOP_LEVEL: dict[str, Any] = {"seed": int, "n": int, "sample_batch_size": int, "c
 def check_override_types(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     """A ValueError for the first command-line value whose type the key's target or ``TOP_LEVEL`` refuses."""
     if overrides is None:
-        overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False) if HydraConfig.initialized() else []
+        overrides = command_line()
     for override in overrides:
         key, sep, text = override.lstrip("+").partition("=")
         if not sep or key.startswith(("hydra", "~")):
@@ -179,3 +183,117 @@ def check_writable(cfg: DictConfig) -> None:
                 f"{key}={folder} cannot be written ({error.strerror or error} at {existing}); pass {key}=<a folder "
                 "you can write>"
             ) from None
+
+
+def check_views(cfg: DictConfig, shape: Sequence[int]) -> None:
+    """Vector data under views that the method (not the command line) asked for is refused as the method's
+    need, so the fix named is other data, not dropping the views (every recipe of ``datamodules.views``
+    augments images)."""
+    views = cfg.data.get("views")
+    if views is not None and "data.views" not in overridden_keys() and len(shape) != 3:
+        raise ValueError(
+            f"method={method_name(cfg)} trains on augmented views of images (its config sets data.views={views}), "
+            f"but data={choice(cfg, 'data')} holds samples of shape {list(shape)}; use image data "
+            "(data=digits, data=mnist, data=fashion_mnist, data=cifar10) or a method for vectors"
+        )
+
+
+SLOTS = ("net", "encoder", "guidance", "autoencoder")
+"""The config slots a method reads by interpolation (``${net}``, ``${encoder}``, ...) when it takes them."""
+
+
+def check_slots(cfg: DictConfig) -> None:
+    """Refuse a ``net=`` or ``encoder=`` that nothing in the run reads, naming the methods that take one.
+
+    A slot is taken by whatever interpolates it (the method's arguments, a loss term, a guidance
+    reward); a slot set but never read would otherwise be ignored silently.
+    """
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    for slot in SLOTS:
+        if tree.get(slot) is None:
+            continue
+        rest = json.dumps({key: value for key, value in tree.items() if key != slot})
+        if "${" + slot + "}" in rest or "${" + slot + "." in rest:
+            continue
+        takers = methods_reading(slot)
+        raise ValueError(
+            f"method={method_name(cfg)} takes no {slot} (nothing in its config reads ${{{slot}}}), but "
+            f"{slot}={choice(cfg, slot)} was given; drop it, or use a method that takes one: "
+            f"{', '.join(f'method={name}' for name in takers) or '(none in conf/method)'}"
+        )
+
+
+def methods_reading(slot: str) -> list[str]:
+    """The methods in ``conf/method`` whose config (or a preset's parent) interpolates ``${slot}``."""
+    folder = conf_dir() / "method"
+    texts = {path.stem: path.read_text() for path in folder.glob("*.yaml")}
+
+    def reads(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        text = texts.get(name, "")
+        if "${" + slot + "}" in text or "${" + slot + "." in text:
+            return True
+        parents = [line.strip()[2:].strip() for line in text.splitlines() if line.strip().startswith("- ")]
+        return any(parent in texts and parent not in seen and reads(parent, seen | {name}) for parent in parents)
+
+    return sorted(name for name in texts if reads(name))
+
+
+def method_name(cfg: DictConfig) -> str:
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get("method"))
+    return cfg.method.get("_target_", "?").rsplit(".", 1)[-1].lower()
+
+
+def choice(cfg: DictConfig, group: str) -> str:
+    if not OmegaConf.is_config(cfg.get(group)):
+        return str(cfg.get(group))
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get(group))
+    return cfg[group].get("_target_", "?").rsplit(".", 1)[-1]
+
+
+def processes_per_run(trainer_cfg: DictConfig) -> int | None:
+    """``trainer.devices * trainer.num_nodes`` when ``devices`` is a count or a list; None for ``auto``."""
+    devices = trainer_cfg.get("devices", 1)
+    count = len(devices) if OmegaConf.is_list(devices) else devices if isinstance(devices, int) else None
+    return None if count is None or count < 0 else count * int(trainer_cfg.get("num_nodes", 1))
+
+
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse the launches that would split one run over several folders or re-run a sweep per rank.
+
+    Processes started one by one (each node, torchrun, srun) each resolve the default folder's
+    timestamp on their own, so they would write to different folders and ``resume=auto`` would find
+    different checkpoints on different ranks: they must be given the same ``hydra.run.dir``. In a
+    multirun (``-m``), Lightning's DDP launcher would start each child with ``-m`` again, so a job of
+    several processes needs ``hydra/launcher=slurm``, where SLURM starts the ranks. Lightning's own DDP
+    children and submitit's jobs get the folder of the process that started them.
+    """
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        processes = processes_per_run(cfg.trainer)
+        if processes is not None and processes > 1 and os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+            raise ValueError(
+                f"trainer.devices x trainer.num_nodes = {processes} processes in a multirun (-m): only "
+                "hydra/launcher=slurm starts several processes per job; use it, or trainer.devices=1 in a "
+                "local sweep, or run the multi-device job without -m"
+            )
+        return
+    if any(o.startswith("hydra.run.dir=") for o in command_line("hydra")):
+        return
+    num_nodes = int(cfg.trainer.get("num_nodes", 1))
+    reasons = {
+        f"trainer.num_nodes={num_nodes}": num_nodes > 1,
+        f"torchrun with WORLD_SIZE={os.environ.get('WORLD_SIZE')}": "TORCHELASTIC_RUN_ID" in os.environ
+        and int(os.environ.get("WORLD_SIZE", 1)) > 1,
+        f"srun with SLURM_NTASKS={os.environ.get('SLURM_NTASKS')}": int(os.environ.get("SLURM_NTASKS", 1)) > 1,
+    }
+    for reason, applies in reasons.items():
+        if applies:
+            raise ValueError(
+                f"{reason}: the processes of this run are started separately and would each pick their own "
+                "timestamped run folder; pass the same folder to all of them, e.g. "
+                "hydra.run.dir=logs/<name>/<data>/<date>, or launch with -m hydra/launcher=slurm"
+            )

@@ -11,16 +11,16 @@ traceback is shown only under ``HYDRA_FULL_ERROR=1``.
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import re
-from collections.abc import Callable
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, InstantiationException
+from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from zoo.command_line import pasteable
+from zoo.app.command_line import pasteable
+from zoo.app.configs import compose_run, locate
 
 
 def describe(error: BaseException, overrides: list[str] | None = None) -> str:
@@ -129,10 +129,6 @@ def composition(error: ConfigCompositionException, overrides: list[str]) -> str:
 
 def _node_without(parent: str, key: str, overrides: list[str]):
     """The config node ``parent`` composed from the other overrides, or None when that fails."""
-    from omegaconf import OmegaConf
-
-    from zoo.study import compose_run
-
     rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key and not o.startswith("hydra")]
     try:
         cfg = compose_run(rest)
@@ -154,11 +150,3 @@ def _parameters(target: str) -> list[str]:
         return [p for p in inspect.signature(obj).parameters if p not in ("self", "args", "kwargs")]
     except (ImportError, AttributeError, TypeError, ValueError):
         return []
-
-
-def locate(path: str) -> Callable:
-    module, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ImportError:
-        return getattr(locate(module), name)
