@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 from conftest import ROOT
 
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
@@ -29,6 +30,16 @@ def test_the_import_contracts_hold() -> None:
     result = lint_imports(ROOT)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Contracts: 3 kept, 0 broken." in result.stdout
+
+
+def test_every_module_of_zoo_has_a_layer() -> None:
+    """A new module of ``zoo`` must be placed in the layers contract, or nothing checks its imports."""
+    contract = next(c for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+                    if c["type"] == "layers")
+    placed = {name.strip() for layer in contract["layers"] for name in layer.split("|")}
+    modules = {f"zoo.{p.stem}" for p in (ROOT / "zoo").iterdir() if p.suffix == ".py" and p.stem != "__init__"}
+    modules |= {f"zoo.{p.name}" for p in (ROOT / "zoo").iterdir() if (p / "__init__.py").is_file()}
+    assert modules == placed, (modules - placed, placed - modules)
 
 
 BREAKS = {

@@ -14,18 +14,18 @@ from torch import nn
 
 from zoo.app.train import build, fit, main
 from zoo.diffusion import heun_step
-from zoo.loading import load_method
-from zoo.methods.consistency import (
-    Consistency,
+from zoo.diffusion.consistency import (
     cm_c_out,
     cm_c_skip,
     cm_discretization,
     cm_momentum,
-    edm_time,
+    consistency_function,
     ict_discretization,
     lognormal_index_probs,
     pseudo_huber,
 )
+from zoo.loading import load_method
+from zoo.methods.consistency import Consistency
 
 CKPT = ["trainer=debug", "callbacks=default", "~callbacks.progress", "~callbacks.lr_monitor", "~logger"]
 TINY = ["trainer=debug", "callbacks=none", "~logger"]
@@ -133,7 +133,7 @@ def test_sigma_grid_is_karras_and_times_invert(tmp_path: Path) -> None:
     i = torch.arange(5, dtype=torch.float64).flip(0)
     karras = (s.sigma_max ** (1 / s.rho) + i / 4 * (s.sigma_min ** (1 / s.rho) - s.sigma_max ** (1 / s.rho))) ** s.rho
     torch.testing.assert_close(sigmas, karras)
-    assert float(s.b(torch.tensor(edm_time(s, 0.8), dtype=torch.float64))) == pytest.approx(0.8, rel=1e-12)
+    assert float(s.b(torch.tensor(s.time_of(0.8), dtype=torch.float64))) == pytest.approx(0.8, rel=1e-12)
 
 
 def test_target_network_is_a_momentum_pair_updated_once_per_step(tmp_path: Path) -> None:
@@ -304,7 +304,7 @@ def test_ct_loss_is_the_distance_between_adjacent_noise_levels_with_shared_eps(t
     sigmas = method.schedule.b(method.grid_times(5)).float()
     times = method.grid_times(5).float()
     online = method(x + sigmas[index + 1].view(-1, 1, 1, 1) * eps, times[index + 1])
-    target = method.consistency(method.target, x + sigmas[index].view(-1, 1, 1, 1) * eps, times[index])
+    target = consistency_function(method.target, x + sigmas[index].view(-1, 1, 1, 1) * eps, times[index])
     expected = ((online - target) ** 2).flatten(1).mean(1).mean()
     torch.testing.assert_close(loss, expected)
 

@@ -70,12 +70,12 @@ def test_the_identity_autoencoder_round_trips_through_the_slot_and_normalises_by
     trainer.fit(method, datamodule=datamodule)
     pixels, _ = datamodule.train_tensor()
     values = pixels.double().transpose(0, 1).flatten(1)
-    assert torch.allclose(method.latent_norm.mean.flatten().double(), values.mean(dim=1), atol=1e-6)
-    assert torch.allclose(method.latent_norm.std.flatten().double(), values.std(dim=1), atol=1e-6)
+    assert torch.allclose(method.space.norm.mean.flatten().double(), values.mean(dim=1), atol=1e-6)
+    assert torch.allclose(method.space.norm.std.flatten().double(), values.std(dim=1), atol=1e-6)
     x = pixels[:16]
-    z = method.to_latent(x)
+    z = method.space.encode(x)
     assert torch.allclose(z, (x - values.mean().float()) / values.std().float(), atol=1e-5)
-    assert torch.allclose(method.to_pixels(z), x, atol=1e-5)
+    assert torch.allclose(method.space.decode(z), x, atol=1e-5)
     assert method.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 1, 8, 8)
 
 
@@ -92,7 +92,7 @@ def test_latent_diffusion_trains_in_the_latents_and_samples_pixels(make_config, 
     model = load_method(path)
     assert model.shape == (4, 4, 4) and model.data_shape == (1, 8, 8)
     assert model.run_config["shape"] == [4, 4, 4] and model.run_config["data_shape"] == [1, 8, 8]
-    assert bool(model.latent_norm.fitted) and not any(p.requires_grad for p in model.autoencoder.parameters())
+    assert bool(model.space.norm.fitted) and not any(p.requires_grad for p in model.space.autoencoder.parameters())
     samples = model.sample(5, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (5, 1, 8, 8) and torch.isfinite(samples).all()
     assert model.embed(torch.zeros(2, 1, 8, 8)).shape[0] == 2

@@ -27,9 +27,14 @@ from torch import nn
 
 from zoo.stored_config import check_stored
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 """The layout of a zoo checkpoint (``zoo_version``): ``zoo_config`` (the resolved run config) beside
-Lightning's ``state_dict``. Raise it when that layout changes; ``load_method`` refuses other versions."""
+Lightning's ``state_dict``. Raise it when that layout changes, with the key map of the old layout in
+``RENAMED``; ``load_method`` reads the versions there and refuses others."""
+
+RENAMED: dict[int, dict[str, str]] = {1: {"autoencoder.": "space.autoencoder.", "latent_norm.": "space.norm."}}
+"""Per old format, the state-dict key prefixes it wrote and what they are now (format 2 moved a latent
+diffusion model's autoencoder and statistics into its ``LatentSpace``)."""
 
 SHOWN_KEYS = 3
 """How many state-dict keys a mismatch message names of each kind."""
@@ -69,21 +74,35 @@ def load_method(
     checkpoint = read_weights_only(path, where)
     if not isinstance(checkpoint, dict) or "zoo_config" not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"{where} is not a zoo checkpoint (it lacks zoo_config or state_dict); expected {wanted}")
-    version = checkpoint.get("zoo_version")
-    if version != CHECKPOINT_FORMAT:
-        saved = "no format version (it predates them)" if version is None else f"format version {version}"
-        raise ValueError(
-            f"{where} is a zoo checkpoint of {saved}, but this zoo reads format version {CHECKPOINT_FORMAT}; "
-            "load it with the zoo that wrote it, or retrain the run with this one"
-        )
+    state_dict = current_state_dict(checkpoint, where)
     config = checkpoint["zoo_config"]
     check_stored(config, where, build="method")
     method = build_method(OmegaConf.create(config))
     if expect is not None and not satisfies(method, expect):
         raise ValueError(f"{where} is a {type(method).__name__} checkpoint, which {failure(expect)}; expected {wanted}")
-    load_state_dict_strictly(method, checkpoint["state_dict"], where)
+    load_state_dict_strictly(method, state_dict, where)
     method.run_config = config
     return method.eval()
+
+
+def current_state_dict(checkpoint: dict[str, Any], where: str, versions: Collection[int] | None = None) -> dict:
+    """The checkpoint's state dict in this format's key names: a format of ``RENAMED`` (or ``versions``, when
+    the caller reads only some) has its keys renamed; another version is refused naming it."""
+    version = checkpoint.get("zoo_version")
+    readable = {CHECKPOINT_FORMAT, *RENAMED} if versions is None else set(versions)
+    if version not in readable:
+        saved = "no format version (it predates them)" if version is None else f"format version {version}"
+        raise ValueError(
+            f"{where} is a zoo checkpoint of {saved}, but this zoo reads format version "
+            f"{' or '.join(str(v) for v in sorted(readable))}; load it with the zoo that wrote it, or retrain the "
+            "run with this one"
+        )
+    renames = RENAMED.get(version, {})
+    out = {}
+    for key, value in checkpoint["state_dict"].items():
+        old = next((prefix for prefix in renames if key.startswith(prefix)), None)
+        out[key if old is None else renames[old] + key[len(old):]] = value
+    return out
 
 
 def check_file(path: Path, where: str, wanted: str) -> None:

@@ -37,7 +37,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from zoo.app.command_line import pasteable
-from zoo.loading import read_weights_only, summary
+from zoo.loading import CHECKPOINT_FORMAT, RENAMED, current_state_dict, read_weights_only, summary
 
 RESUME_SENSITIVE = ("optimizer", "scheduler")
 """Config keys whose value Lightning takes from the checkpoint, not the config, on resume."""
@@ -130,6 +130,13 @@ def check_resume(path: str, method: L.LightningModule, setting: str, folder_run_
             f"{where} is a checkpoint of another run: {', '.join(differing)} differ ({shown}{more}); resume with "
             "the command of the run that wrote it (its run.json and .hydra/config.yaml), or start a new run "
             "folder without resume="
+        )
+    version = checkpoint.get("zoo_version")
+    if version in RENAMED and current_state_dict(checkpoint, where).keys() != checkpoint["state_dict"].keys():
+        raise ValueError(
+            f"{where} is of format version {version}, whose weight names this zoo renamed (format {CHECKPOINT_FORMAT}): "
+            "it loads for task=sample, task=eval and as an encoder or teacher, but Lightning cannot resume it; "
+            "start a new run folder without resume="
         )
     own = method.state_dict()
     weights = checkpoint["state_dict"]

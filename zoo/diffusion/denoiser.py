@@ -104,6 +104,28 @@ class Denoiser(nn.Module):
         """The clean estimate x̂(z, t): the one function samplers, probes and metrics use."""
         return self.convert(self.output(z, t, y).out, "x", z, t)
 
+    def check_grid_ends(self) -> None:
+        """Raise a ValueError if ``denoise`` is undefined where a sampler evaluates it.
+
+        Samplers call ``denoise`` from the grid's first time ``t_min`` (pure noise for the flow and the
+        cosine VP: a = 0) up to ``t_max``, which is skipped where b(t_max) = 0; the ends are where the
+        conversion of the prediction to x can divide by zero (eps or score: ``x = (z - b eps)/a``).
+        """
+        ends = [self.schedule.t_min]
+        if float(self.schedule.b(torch.tensor(self.schedule.t_max, dtype=torch.float64))) > 0:
+            ends.append(self.schedule.t_max)
+        one = torch.ones(1, dtype=torch.float64)
+        for t in ends:
+            times = torch.tensor([t], dtype=torch.float64)
+            x_hat = self.convert(one, "x", one, times)
+            if not torch.isfinite(x_hat).all():
+                raise ValueError(
+                    f"method.prediction={self.prediction!r} cannot be turned into a clean estimate at t={t}, "
+                    f"an end of the sampling grid on {type(self.schedule).__name__}: x = (z - b eps) / a with "
+                    "a = 0 (pure noise); set method.min_a > 0 (e.g. 0.05), start the grid later "
+                    "(method.schedule.t_min > 0), or predict 'x' or 'v'"
+                )
+
 
 def check_denoising_net(net: nn.Module, shape: Sequence[int] | None = None) -> None:
     """Raise a ValueError naming the fix if ``net`` is not a denoising net, or not one for ``shape``."""

@@ -152,6 +152,10 @@ class Method(L.LightningModule):
             self.momentum_update(self.current_momentum())
         self._momentum_step = self.global_step
 
+    def datamodule(self) -> Any | None:
+        """The trainer's datamodule, or None outside a trainer (a method loaded from its checkpoint)."""
+        return getattr(getattr(self, "_trainer", None), "datamodule", None)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["zoo_version"] = CHECKPOINT_FORMAT
         if self.run_config is not None:

@@ -76,6 +76,18 @@ def null_labels(y: Tensor | None, num_classes: int, batch: int, device: torch.de
     return torch.where(y < 0, torch.full_like(y, num_classes), y.long())
 
 
+def drop_labels(y: Tensor | None, p: float) -> Tensor | None:
+    """Classifier-free guidance's label dropout (Ho & Salimans 2022, Alg. 1): each label becomes -1, which the
+    nets read as the null class, with probability ``p``.
+
+    One uniform is drawn per label even at ``p = 0``, so the random stream does not depend on ``p``.
+    """
+    if y is None:
+        return None
+    dropped = torch.rand(y.shape, device=y.device) < p
+    return torch.where(dropped, torch.full_like(y, -1), y)
+
+
 class LabelEmbedding(nn.Module):
     """A ``num_classes + 1`` embedding table; row ``num_classes`` is the null class (Ho & Salimans 2022).
 

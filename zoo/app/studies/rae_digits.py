@@ -142,11 +142,11 @@ def run(
     }
     wide = models["wide"]
     for label, rae in raes.items():
-        wide.autoencoder = rae  # one latent space: the same generated latents through this decoder
+        wide.space.autoencoder = rae  # one latent space: the same generated latents through this decoder
         with torch.no_grad():
             reconstructed = torch.cat([rae.decode(rae.encode(x)) for x in real_x.split(500)])
         figures["noise_aug"][label] = {"gen_fd": fd(draw(wide, n_samples, seed)), "rec_fd": fd(reconstructed)}
-    wide.autoencoder = raes[noised]
+    wide.space.autoencoder = raes[noised]
     samples = {arm: draw(model, n_samples, seed) for arm, model in models.items()}
     for arm in widths:
         figures["width"][arm] = {"loss": losses[arm], "gen_fd": fd(samples[arm])}

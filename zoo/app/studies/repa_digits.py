@@ -87,7 +87,7 @@ def centred_alignment(checkpoint: Path, seed: int) -> float:
         x = batch["x"]
         t = method.time_sampler(len(x), generator=generator).to(x.dtype)
         z = method.schedule.noise(x, t, torch.randn(x.shape, generator=generator))
-        hidden = method.denoiser.output(z, t, method.labels(None, len(x)), term.blocks).hidden[term.blocks[0]]
+        hidden = method.denoiser.output(z, t, None, term.blocks).hidden[term.blocks[0]]
         targets.append(term.targets(x))
         projected.append(term.projector(hidden))
     return float(centred_cosine(torch.cat(targets), torch.cat(projected)))
