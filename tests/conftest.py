@@ -51,3 +51,17 @@ def flip_stored_float(path: Path, entry: str, fraction: float) -> None:
     element = min(int(fraction * info.file_size / 4), info.file_size // 4 - 1)
     data[start + 4 * element] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def unbroken_and_resumed(make_config: Callable[..., DictConfig], folder: Path, *overrides: str) -> tuple[dict, dict]:
+    """The last checkpoints of a two-epoch run of ``overrides`` and of the same run stopped after one epoch and
+    continued with ``resume=auto``."""
+    from zoo.app.train import fit
+
+    fit(make_config(*overrides, "trainer.max_epochs=2", output_dir=folder / "unbroken"))
+    fit(make_config(*overrides, "trainer.max_epochs=1", output_dir=folder / "resumed"))
+    fit(make_config(*overrides, "trainer.max_epochs=2", "resume=auto", output_dir=folder / "resumed"))
+    return tuple(
+        torch.load(folder / run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        for run in ("unbroken", "resumed")
+    )

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, unbroken_and_resumed
 from test_latent_diffusion import ENDS, LATENT_DIT, TINY_VAE
+from test_scale import assert_same_weights
 
 from zoo.app.resume import check_resume
 from zoo.app.train import build, fit
@@ -39,15 +40,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_ct_in_latents_trains_samples_pixels_and_resumes_exactly(runs: dict[str, Path], tmp_path: Path, make_config) -> None:
     tiny = ["method=consistency", *LATENT_DIT, f"autoencoder={runs['vae']}", *ENDS, *SHORT,
             "method.cache_latents=true", f"paths.cache_dir={tmp_path / 'cache'}"]
-    fit(make_config(*tiny, "trainer.max_epochs=2", output_dir=tmp_path / "unbroken"))
-    fit(make_config(*tiny, "trainer.max_epochs=1", output_dir=tmp_path / "resumed"))
-    fit(make_config(*tiny, "trainer.max_epochs=2", "resume=auto", output_dir=tmp_path / "resumed"))
-    unbroken = load(tmp_path / "unbroken" / "checkpoints" / "last.ckpt")
-    resumed = load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    unbroken, resumed = unbroken_and_resumed(make_config, tmp_path, *tiny)
     assert resumed["global_step"] == unbroken["global_step"] == 6
     assert any(key.startswith("space.norm.") for key in unbroken["state_dict"])
-    for key, value in unbroken["state_dict"].items():
-        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert_same_weights(unbroken["state_dict"], resumed["state_dict"])
     model = load_method(tmp_path / "unbroken" / "checkpoints" / "last.ckpt")
     assert model.shape == (4, 4, 4) and model.data_shape == (1, 8, 8) and bool(model.space.norm.fitted)
     samples = model.sample(3, generator=torch.Generator().manual_seed(0))

@@ -7,9 +7,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import flip_stored_float
+from conftest import flip_stored_float, unbroken_and_resumed
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from test_scale import assert_same_weights
 from torch import Tensor
 
 from callbacks.files import tensor_digest
@@ -116,15 +117,9 @@ def test_a_resumed_latent_diffusion_run_ends_with_the_weights_of_an_unbroken_one
     tiny = ["method=diffusion", *LATENT_DIT, f"autoencoder={vae_ckpt}", *ENDS, "trainer.limit_train_batches=3",
             "trainer.limit_val_batches=1", "data.n_train=96", "data.batch_size=32", "method.cache_latents=true",
             f"paths.cache_dir={tmp_path / 'cache'}"]
-    trained(make_config, tmp_path / "unbroken", *tiny, "trainer.max_epochs=2")
-    trained(make_config, tmp_path / "resumed", *tiny, "trainer.max_epochs=1")
-    trained(make_config, tmp_path / "resumed", *tiny, "trainer.max_epochs=2", "resume=auto")
-    load = lambda path: torch.load(path, map_location="cpu", weights_only=True)  # noqa: E731
-    unbroken = load(tmp_path / "unbroken" / "checkpoints" / "last.ckpt")
-    resumed = load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    unbroken, resumed = unbroken_and_resumed(make_config, tmp_path, *tiny)
     assert resumed["global_step"] == unbroken["global_step"] == 6
-    for key, value in unbroken["state_dict"].items():
-        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert_same_weights(unbroken["state_dict"], resumed["state_dict"])
 
 
 def frozen(path: Path) -> FrozenAutoencoder:

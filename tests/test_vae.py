@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import unbroken_and_resumed
 from hydra.errors import InstantiationException
+from test_scale import assert_same_weights
 
 from zoo.app.train import build, fit
 from zoo.autoencoder import Autoencoder, is_autoencoder, load_autoencoder
@@ -158,14 +160,9 @@ def load(path: Path) -> dict:
 def test_a_resumed_vavae_run_ends_with_the_weights_of_an_unbroken_one(make_config, tmp_path: Path) -> None:
     tiny = [*VAVAE, "callbacks=default", "~callbacks.progress", "trainer.limit_train_batches=3",
             "trainer.limit_val_batches=1", "+test=false", "data.n_train=96", "data.batch_size=32"]
-    fit(make_config(*tiny, "trainer.max_epochs=2", output_dir=tmp_path / "unbroken"))
-    fit(make_config(*tiny, "trainer.max_epochs=1", output_dir=tmp_path / "resumed"))
-    fit(make_config(*tiny, "trainer.max_epochs=2", "resume=auto", output_dir=tmp_path / "resumed"))
-    unbroken = load(tmp_path / "unbroken" / "checkpoints" / "last.ckpt")
-    resumed = load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    unbroken, resumed = unbroken_and_resumed(make_config, tmp_path, *tiny)
     assert resumed["global_step"] == unbroken["global_step"] == 6
-    for key, value in unbroken["state_dict"].items():
-        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert_same_weights(unbroken["state_dict"], resumed["state_dict"])
 
 
 def test_load_autoencoder_returns_it_frozen_and_checks_the_image_shape(make_config, tmp_path: Path) -> None:

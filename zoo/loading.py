@@ -14,7 +14,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,20 +159,26 @@ def damaged(where: str, error: Exception) -> ValueError:
 
 def load_state_dict_strictly(method: nn.Module, state_dict: dict[str, torch.Tensor], where: str) -> None:
     """``method.load_state_dict(state_dict)``, its mismatches counted and a few named."""
-    own = method.state_dict()
-    missing, unexpected = own.keys() - state_dict.keys(), state_dict.keys() - own.keys()
-    reshaped = [key for key in own.keys() & state_dict.keys() if own[key].shape != state_dict[key].shape]
-    if missing or unexpected or reshaped:
-        parts = [
-            summary(keys, label)
-            for keys, label in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
-            if keys
-        ]
+    mismatch = weight_mismatch(method.state_dict(), state_dict)
+    if mismatch:
         raise ValueError(
-            f"{where}: its weights do not fit the method rebuilt from its zoo_config ({'; '.join(parts)}); "
+            f"{where}: its weights do not fit the method rebuilt from its zoo_config ({mismatch}); "
             "the checkpoint was changed after saving, or the method's code changed since: retrain the run"
         )
     method.load_state_dict(state_dict)
+
+
+def weight_mismatch(own: Mapping[str, torch.Tensor], weights: Mapping[str, Any]) -> str | None:
+    """How ``weights`` fail to fit a module whose state dict is ``own`` (``"2 missing: a, b; 1 of another
+    shape: c"``, a few keys of each kind named), or None when they fit."""
+    missing, unexpected = own.keys() - weights.keys(), weights.keys() - own.keys()
+    reshaped = [key for key in own.keys() & weights.keys() if getattr(weights[key], "shape", None) != own[key].shape]
+    parts = [
+        summary(keys, label)
+        for keys, label in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
+        if keys
+    ]
+    return "; ".join(parts) or None
 
 
 def summary(keys: Collection[str], label: str) -> str:

@@ -38,6 +38,22 @@ TOP_LEVEL: dict[str, Any] = {"seed": int, "n": int, "sample_batch_size": int, "c
 """The types of the top-level keys of ``conf/config.yaml`` that take a plain value."""
 
 
+TASKS = ("fit", "sample", "eval")
+"""What ``task=`` takes: train (and validate, test), sample a checkpoint, evaluate a checkpoint."""
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Every check of a composed run config before anything is built: types, ``???`` values, ranges, the
+    task, the folders it writes."""
+    check_override_types(cfg)
+    check_missing(cfg)
+    check_values(cfg)
+    task = cfg.get("task", "fit")
+    if task not in TASKS:
+        raise ValueError(f"task={task}: choose one of {', '.join(TASKS)}")
+    check_writable(cfg)
+
+
 def check_override_types(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     """A ValueError for the first command-line value whose type the key's target or ``TOP_LEVEL`` refuses."""
     if overrides is None:

@@ -1,4 +1,4 @@
-"""The hyperparameters a run logs: what a person compares across runs, not the config's plumbing.
+"""The hyperparameters a run logs with its final metrics: what a person compares across runs, not the plumbing.
 
 TensorBoard's HParams tab shows one column per logged key, in alphabetical order. The whole
 flattened config would put ``callbacks.checkpoint._target_`` and temp paths first and bury what
@@ -11,9 +11,14 @@ Hydra's, the run-folder paths and ``resume``.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
+import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.app.configs import command_line
@@ -63,3 +68,30 @@ def scalar(value: Any) -> Any:
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
     return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def final_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """The trainer's last logged scalars as a flat ``{name: float}``."""
+    out = {}
+    for name, value in trainer.callback_metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            out[name] = float(value)
+    return out
+
+
+def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """The run's hyperparameters (``zoo.app.hparams``) with the final metrics, so TensorBoard's HParams tab
+    compares runs, and ``hparams.yaml`` rewritten with them.
+
+    The metrics go in under ``hp/`` so the curves of the same names keep their own steps. Lightning
+    writes ``hparams.yaml`` once, at fit start, before these are known; it is written again here.
+    """
+    params = hyperparameters(cfg)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items() if math.isfinite(v)})
+        else:
+            logger.log_hyperparams(params)
+        if logger.log_dir is not None:
+            (Path(logger.log_dir) / "hparams.yaml").unlink(missing_ok=True)
+        logger.save()

@@ -37,7 +37,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from zoo.app.command_line import pasteable
-from zoo.loading import CHECKPOINT_FORMAT, RENAMED, current_state_dict, read_weights_only, summary
+from zoo.loading import CHECKPOINT_FORMAT, RENAMED, current_state_dict, read_weights_only, weight_mismatch
 
 RESUME_SENSITIVE = ("optimizer", "scheduler")
 """Config keys whose value Lightning takes from the checkpoint, not the config, on resume."""
@@ -138,15 +138,10 @@ def check_resume(path: str, method: L.LightningModule, setting: str, folder_run_
             "it loads for task=sample, task=eval and as an encoder or teacher, but Lightning cannot resume it; "
             "start a new run folder without resume="
         )
-    own = method.state_dict()
-    weights = checkpoint["state_dict"]
-    missing, unexpected = own.keys() - weights.keys(), weights.keys() - own.keys()
-    reshaped = [k for k in own.keys() & weights.keys() if getattr(weights[k], "shape", None) != own[k].shape]
-    if missing or unexpected or reshaped:
-        parts = [summary(k, label) for k, label in ((missing, "missing"), (unexpected, "unexpected"),
-                                                    (reshaped, "of another shape")) if k]
+    mismatch = weight_mismatch(method.state_dict(), checkpoint["state_dict"])
+    if mismatch:
         raise ValueError(
-            f"{where}: its weights do not fit this run's method ({'; '.join(parts)}); resume with the config the "
+            f"{where}: its weights do not fit this run's method ({mismatch}); resume with the config the "
             "checkpoint was trained with (its .hydra/config.yaml), or start a new run folder without resume="
         )
     for key, (old, new) in changed_keys(saved.get("method") or {}, current.get("method") or {}, "method").items():

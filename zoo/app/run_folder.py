@@ -27,6 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from zoo.app.configs import base_overrides
+
 RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "JSM_NAMESPACE_RANK")
 """Environment variables by which launchers (torchrun, SLURM, Lightning's DDP children) give a process its rank."""
 
@@ -114,3 +116,12 @@ class OneRunPerFolder(Callback):
         if run_records(folder) and config.hydra.output_subdir is not None:
             with read_write(config.hydra), open_dict(config.hydra):  # a resumed run keeps the first launch's .hydra/ and records its own beside it
                 config.hydra.output_subdir = f"{config.hydra.output_subdir}/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+
+
+def run_info(cfg: DictConfig) -> dict[str, Any]:
+    """What names the run in comparisons: method and data choices and every command-line override but Hydra's."""
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        choices = hydra_cfg.runtime.choices
+        return {"method": choices.get("method"), "data": choices.get("data"), "overrides": base_overrides()}
+    return {"method": cfg.method.get("_target_", "?").rsplit(".", 1)[-1].lower(), "data": "?", "overrides": []}

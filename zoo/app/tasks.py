@@ -28,8 +28,6 @@ from torchvision.utils import save_image
 from zoo.app.configs import overridden_keys
 from zoo.loading import Has, check_file, load_method
 
-TASKS = ("fit", "sample", "eval")
-
 
 def checkpoint_path(cfg: DictConfig) -> Path:
     """``cfg.ckpt`` as an existing file, or a message naming the fix."""

@@ -10,32 +10,27 @@ fits and writes its table) or to one ``fit``, then prints the summary. Under DDP
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import WeightAveraging
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zoo.app import report, resume, tasks
-from zoo.app.config_checks import (
-    check_launch,
-    check_missing,
-    check_override_types,
-    check_slots,
-    check_values,
-    check_views,
-    check_writable,
+from zoo.app.config_checks import check_launch, check_run, check_slots, check_views
+from zoo.app.hparams import final_metrics, log_hparams
+from zoo.app.run_folder import (
+    check_fresh,
+    launched_as_rank_zero,
+    new_run_id,
+    read_run_id,
+    run_info,
+    write_record,
 )
-from zoo.app.configs import base_overrides
-from zoo.app.hparams import hyperparameters
-from zoo.app.run_folder import check_fresh, launched_as_rank_zero, new_run_id, read_run_id, write_record
 from zoo.autoencoder import load_autoencoder
 from zoo.loading import build_method
 from zoo.stored_config import trusting
@@ -102,15 +97,6 @@ def compile_net(method: L.LightningModule) -> None:
     net.compile()
 
 
-def run_info(cfg: DictConfig) -> dict[str, Any]:
-    """What names the run in comparisons: method and data choices and every command-line override but Hydra's."""
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        choices = hydra_cfg.runtime.choices
-        return {"method": choices.get("method"), "data": choices.get("data"), "overrides": base_overrides()}
-    return {"method": cfg.method.get("_target_", "?").rsplit(".", 1)[-1].lower(), "data": "?", "overrides": []}
-
-
 def fit(cfg: DictConfig, info: dict[str, Any] | None = None) -> dict[str, float]:
     """One run: fit (and test), log hyperparameters with the final metrics, write ``metrics.json``.
 
@@ -161,43 +147,11 @@ def fit_trusting(cfg: DictConfig, info: dict[str, Any] | None) -> dict[str, floa
     return metrics
 
 
-def final_metrics(trainer: L.Trainer) -> dict[str, float]:
-    """The trainer's last logged scalars as a flat ``{name: float}``."""
-    out = {}
-    for name, value in trainer.callback_metrics.items():
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            out[name] = float(value)
-    return out
-
-
-def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """The run's hyperparameters (``zoo.app.hparams``) with the final metrics, so TensorBoard's HParams tab
-    compares runs, and ``hparams.yaml`` rewritten with them.
-
-    The metrics go in under ``hp/`` so the curves of the same names keep their own steps. Lightning
-    writes ``hparams.yaml`` once, at fit start, before these are known; it is written again here.
-    """
-    params = hyperparameters(cfg)
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items() if math.isfinite(v)})
-        else:
-            logger.log_hyperparams(params)
-        if logger.log_dir is not None:
-            (Path(logger.log_dir) / "hparams.yaml").unlink(missing_ok=True)
-        logger.save()
-
-
 def main(cfg: DictConfig) -> float | None:
     """Run ``task=sample``, the experiment's study if it has one, or one fit; print the summary; return
     the metric."""
-    check_override_types(cfg)
-    check_missing(cfg)
-    check_values(cfg)
-    check_writable(cfg)
+    check_run(cfg)
     task = cfg.get("task", "fit")
-    if task not in tasks.TASKS:
-        raise ValueError(f"task={task}: choose one of {', '.join(tasks.TASKS)}")
     with trusting(bool(cfg.get("trust_checkpoint"))):
         if task == "sample":
             metrics = tasks.sample_task(cfg)

@@ -27,13 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from callbacks.frechet_distance import frechet_distance, frechet_floor, frechet_interval
-from callbacks.reference_net import ReferenceNet
+from zoo.app.studies.reference_fd import ReferenceFD
 from zoo.app.study import fit_checkpoints, flatten_results, write_report
 from zoo.loading import load_method
 from zoo.methods.consistency import Consistency
@@ -114,16 +113,10 @@ def run(
     )
     cd, ct = (load_method(students[run], expect=Consistency) for run in ("cd", "ct"))
 
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    reference = ReferenceNet()
-    reference.fit_to(datamodule, cache_dir=cfg.paths.cache_dir)
-    train, val = datamodule.probe_dataloaders()
-    with torch.no_grad():
-        real = torch.cat([reference(batch["x"]) for batch in train])
-        held_out = torch.cat(
-            [reference(batch["x"]) for loader in (val, datamodule.test_dataloader()) for batch in loader]
-        )
+    reference = ReferenceFD(cfg)
+    real = reference.real
+    held_out = torch.cat([reference.features(batch["x"]) for batch in reference.datamodule.probe_dataloaders()[1]]
+                         + [reference.features(batch["x"]) for batch in reference.datamodule.test_dataloader()])
     pooled_n = n_samples * len(sample_seeds)
     floor = float(frechet_floor(real, held_out, pooled_n, seed=int(cfg.seed)))
 
@@ -149,8 +142,7 @@ def run(
                 start = time.perf_counter()
                 x = draw(torch.Generator().manual_seed(int(seed)))
                 seconds += time.perf_counter() - start
-                with torch.no_grad():
-                    features.append(reference(x))
+                features.append(reference.features(x))
         per_seed[label] = [float(frechet_distance(real, f)) for f in features]
         pooled = torch.cat(features)
         lo, hi = (float(v) for v in frechet_interval(real, pooled, seed=int(cfg.seed)))

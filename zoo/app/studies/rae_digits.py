@@ -26,14 +26,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import Tensor
 
-from callbacks.frechet_distance import frechet_distance, frechet_interval
-from callbacks.reference_net import ReferenceNet
 from zoo.app.configs import base_overrides, compose_run
+from zoo.app.studies.reference_fd import ReferenceFD
 from zoo.app.study import fit_checkpoints, fit_runs, last_checkpoint
 from zoo.autoencoder import load_autoencoder
 from zoo.diffusion.time_samplers import alpha_for_dim
@@ -91,8 +89,8 @@ def run(
     encoder_path = (
         Path(encoder_ckpt) if encoder_ckpt else fit_checkpoints(cfg, name, {"moco": encoder_run})["moco"]
     )
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
+    reference = ReferenceFD(cfg)
+    datamodule = reference.datamodule
     decoders = fit_checkpoints(
         cfg,
         name,
@@ -110,17 +108,8 @@ def run(
     latent_shape = raes[noised].latent_shape
     alpha = dimension_alpha(latent_shape, shift_base)
 
-    reference = ReferenceNet()
-    reference.fit_to(datamodule, cache_dir=cfg.paths.cache_dir)
     real_x, _ = datamodule.train_tensor()
-    with torch.no_grad():
-        real = reference(real_x)
-
-    def fd(images: Tensor) -> tuple[float, float, float]:
-        with torch.no_grad():
-            features = reference(images)
-        lo, hi = frechet_interval(real, features, seed=seed)
-        return float(frechet_distance(real, features)), float(lo), float(hi)
+    fd = reference.fd
 
     arms = {
         **{width: (widths[width], shift_base) for width in widths},

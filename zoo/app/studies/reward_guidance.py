@@ -17,12 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from callbacks.frechet_distance import frechet_distance, frechet_interval
-from callbacks.reference_net import ReferenceNet
+from zoo.app.studies.reference_fd import ReferenceFD
 from zoo.app.study import fit_checkpoints, flatten_results, write_report
 from zoo.encoders import zoo as zoo_encoder
 from zoo.loading import Has, load_method
@@ -53,12 +51,8 @@ def run(
     model = load_method(
         model_path, expect=Has("sample"), expected="a diffusion checkpoint", setting="study.diffusion_ckpt"
     )
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    reference = ReferenceNet()
-    reference.fit_to(datamodule, cache_dir=cfg.paths.cache_dir)
-    with torch.no_grad():
-        real = torch.cat([reference(batch["x"]) for batch in datamodule.probe_dataloaders()[0]])
+    reference = ReferenceFD(cfg)
+    datamodule = reference.datamodule
     reward = PrototypeReward(zoo_encoder(encoder_path), target_class)
     reward.fit_to(datamodule)
     arms = {
@@ -72,12 +66,12 @@ def run(
         start = time.perf_counter()
         x = model.sample(n_samples, generator=torch.Generator().manual_seed(int(cfg.seed)))
         seconds = time.perf_counter() - start
+        fd, lo, hi = reference.fd(x)
         with torch.no_grad():
-            features, logits = reference(x), reference.logits(x)
-        lo, hi = (float(value) for value in frechet_interval(real, features, seed=int(cfg.seed)))
+            logits = reference.net.logits(x)
         results[arm] = {
             "class_rate": float((logits.argmax(dim=1) == target_class).double().mean()),
-            "fd": float(frechet_distance(real, features)),
+            "fd": fd,
             "fd_lo": lo,
             "fd_hi": hi,
             "seconds": seconds,

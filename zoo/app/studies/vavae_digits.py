@@ -17,22 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
-from torch import Tensor
 
-from callbacks.frechet_distance import frechet_distance
-from callbacks.reference_net import ReferenceNet
+from zoo.app.studies.reference_fd import ReferenceFD
 from zoo.app.study import fit_checkpoints, flatten_results, write_report
 from zoo.autoencoder import load_autoencoder
 from zoo.loading import Has, load_method
-
-
-@torch.no_grad()
-def features(reference: ReferenceNet, x: Tensor, batch_size: int = 500) -> Tensor:
-    """The reference classifier's features of images ``x`` (clamped to [-1, 1]), in batches."""
-    return torch.cat([reference(x[i : i + batch_size].clamp(-1, 1)) for i in range(0, len(x), batch_size)])
 
 
 def run(
@@ -62,12 +53,9 @@ def run(
             "moco"
         ]
     )
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    reference = ReferenceNet()
-    reference.fit_to(datamodule, cache_dir=cfg.paths.cache_dir)
-    train_loader, val_loader = datamodule.probe_dataloaders()
-    real = torch.cat([features(reference, batch["x"]) for batch in train_loader])
+    reference = ReferenceFD(cfg)
+    datamodule = reference.datamodule
+    val_loader = datamodule.probe_dataloaders()[1]
     val = torch.cat([batch["x"] for batch in val_loader])
     arms = {"vae": list(vae_run), "vavae": [*vavae_run, "encoder=zoo", f"encoder.ckpt={encoder}"]}
     cells = {f"d{d}_{arm}": (d, arm) for d in dims for arm in arms}
@@ -97,8 +85,8 @@ def run(
         samples = model.sample(n_samples, generator=torch.Generator().manual_seed(int(cfg.seed)))
         results[f"d{d}/{arm}"] = {
             "rec_mse": float((recon - val).pow(2).mean()),
-            "rec_fd": float(frechet_distance(real, features(reference, recon))),
-            "gen_fd": float(frechet_distance(real, features(reference, samples))),
+            "rec_fd": reference.fd(recon.clamp(-1, 1))[0],
+            "gen_fd": reference.fd(samples.clamp(-1, 1))[0],
         }
     if rank_zero_only.rank == 0:
         write_report(root, name, results, single=False)
