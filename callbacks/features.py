@@ -333,3 +333,29 @@ def probe_split_features(
     labeled(train_feats, train_y, "train", owner)
     val_feats, val_y = extract_features(module, loaders[1], embed_fn, embed_kwargs, seed)
     return train_feats, train_y, val_feats, val_y
+
+
+def noise_averaged_features(
+    module: nn.Module,
+    loader: DataLoader,
+    draws: int,
+    embed_kwargs: Mapping[str, Any],
+    embed_fn: EmbedFn | None = None,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """``(features N,F, labels N)``: ``embed(x, **embed_kwargs)`` averaged over ``draws`` seeded noise draws.
+
+    Every draw is a full ``extract_features`` pass (sharded and gathered across ranks) under its own
+    seeds, so the result does not depend on the world size.
+    """
+    if draws < 1:
+        raise ValueError(f"draws={draws}: the noise draws averaged per feature must be >= 1")
+    total, labels = None, None
+    for draw in range(draws):
+        features, labels = extract_features(module, loader, embed_fn, embed_kwargs, seed + draw * DRAW_STRIDE)
+        total = features.double() if total is None else total + features.double()
+    return total / draws, labels
+
+
+DRAW_STRIDE = 100_003
+"""Seed offset between noise draws: draw ``d`` of batch ``b`` is seeded ``seed + d * DRAW_STRIDE + b``."""

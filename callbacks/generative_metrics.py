@@ -8,7 +8,7 @@ Inception (used for images without a feature net, and only when torch-fidelity a
 already on disk) and ``vectors`` for raw vectors. Only Inception's Fréchet distance is FID, logged as
 ``gen/fd_inception``; no figure is called ``gen/fid``.
 
-Every Fréchet distance comes with what is needed to rank runs by it (``callbacks/frechet_distance.py``):
+Every Fréchet distance comes with what is needed to rank runs by it (``callbacks/metrics/frechet_distance.py``):
 ``_n`` (the sample count), ``_lo``/``_hi`` (a seeded bootstrap interval over the generated features)
 and ``_floor`` (the distance of held-out real images to the same reference set, at the same sample
 count: what a perfect generator would reach). ``gen/class_acc`` is the reference classifier's accuracy
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,20 +36,19 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from callbacks.features import ValidationEndProbe, check_every_n_epochs, gather_objects, probe_due
-from callbacks.frechet_distance import (
+from callbacks.metrics.frechet_distance import (
     GaussianStats,
-    check_feature_pair,
     frechet_distance,
     frechet_distance_of_stats,
     frechet_floor,
     frechet_interval,
     gaussian_stats,
 )
-from callbacks.memorization import MEMORIZATION_THRESHOLD, memorization_ratio
-from callbacks.precision_recall import precision_recall
+from callbacks.metrics.kernel_distance import kernel_distance
+from callbacks.metrics.memorization import MEMORIZATION_THRESHOLD, memorization_ratio
+from callbacks.metrics.precision_recall import precision_recall
 from callbacks.protocols import FitsToData, ProbeData, Samples
 
 __all__ = ["GenerativeMetrics", "PixelFeatures", "frechet_distance", "kernel_distance"]
@@ -74,19 +72,6 @@ DistanceFn = Callable[[Tensor], Tensor]
 Data = DataLoader | Tensor
 
 
-class FeatureRows(nn.Module):
-    """The identity, as torchmetrics' custom ``feature`` module for rows that already are features.
-
-    torchmetrics reads the feature width from ``num_features`` (without it, it would probe the module
-    with a dummy 3x299x299 image).
-    """
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, features: Tensor) -> Tensor:
-        return features
 
 
 class PixelFeatures(nn.Module):
@@ -98,36 +83,6 @@ class PixelFeatures(nn.Module):
         return x.clamp(-1, 1).flatten(1)
 
 
-def kernel_distance(
-    real: Tensor, fake: Tensor, subset_size: int = 1000, subsets: int = 100
-) -> tuple[Tensor, Tensor]:
-    """``(mean, std)`` over random subsets of the unbiased MMD² with the cubic polynomial kernel (KID).
-
-    Bińkowski, Sutherland, Arbel, Gretton, "Demystifying MMD GANs", ICLR 2018, with
-    ``k(a, b) = (aᵀb / F + 1)³``, computed by torchmetrics' ``KernelInceptionDistance``. The subset
-    size is clamped to ``min(subset_size, len(real), len(fake))`` so that small evaluations work (a
-    subset then holds a whole set and the std is 0); the subsets are drawn from torch's global
-    generator (seed it for a reproducible value).
-    """
-    check_feature_pair(real, fake, "kernel_distance")
-    size = min(subset_size, len(real), len(fake))
-    if size < 2:
-        raise ValueError(
-            f"kernel_distance needs at least 2 real and 2 generated rows, got {len(real)} and {len(fake)}"
-        )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Metric `Kernel Inception Distance` will save all")
-        metric = KernelInceptionDistance(
-            feature=FeatureRows(real.shape[1]),
-            subsets=subsets,
-            subset_size=size,
-            normalize=True,
-            sync_on_compute=False,
-        )
-    metric.update(real, real=True)
-    metric.update(fake.to(real.device), real=False)
-    mean, std = metric.compute()
-    return mean, std
 
 
 def inception_missing() -> str | None:
@@ -164,7 +119,7 @@ class GenerativeMetrics(ValidationEndProbe):
     against the training set); ``manifold_distance`` gives ``gen/manifold_distance``.
 
     Features: ``feature_net``, any module mapping a batch in [-1, 1] to ``B, F``; one with ``fit_to``
-    (the ``FitsToData`` protocol, e.g. ``callbacks.reference_net.ReferenceNet``) is fitted to the
+    (the ``FitsToData`` protocol, e.g. ``callbacks.metrics.reference_net.ReferenceNet``) is fitted to the
     datamodule in ``setup``, caching its weights in ``cache_dir``. Without one: Inception for images
     (when on disk), raw vectors for precision/recall on vector data.
 
@@ -356,7 +311,7 @@ class GenerativeMetrics(ValidationEndProbe):
                 raise ValueError(
                     f"GenerativeMetrics: {distances} on vector data need a feature net; pass feature_net=... "
                     "(callbacks.generative.feature_net=..., a module mapping B,D to B,F; "
-                    "callbacks.reference_net.ReferenceNet uses the vectors themselves) or drop them from metrics"
+                    "callbacks.metrics.reference_net.ReferenceNet uses the vectors themselves) or drop them from metrics"
                 )
             if images and in_features:
                 missing = inception_missing()
@@ -365,7 +320,7 @@ class GenerativeMetrics(ValidationEndProbe):
                         f"GenerativeMetrics: {in_features} on images need a feature net, and "
                         f"torchmetrics' Inception cannot be used offline ({missing}); pass feature_net=... "
                         "(callbacks.generative.feature_net=..., e.g. {_target_: "
-                        "callbacks.reference_net.ReferenceNet}, or any module mapping B,C,H,W in "
+                        "callbacks.metrics.reference_net.ReferenceNet}, or any module mapping B,C,H,W in "
                         "[-1, 1] to B,F)"
                     )
                 self._features = _InceptionFeatures().to(self._device)

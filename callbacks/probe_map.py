@@ -29,40 +29,15 @@ from callbacks.features import (
     EmbedFn,
     accepts_keyword,
     check_every_n_epochs,
-    extract_features,
     labeled,
+    noise_averaged_features,
     probe_due,
     probe_loaders,
     require_embed,
 )
-from callbacks.knn_probe import knn_accuracy
-from callbacks.linear_probe import linear_probe_accuracy
+from callbacks.metrics.knn import knn_accuracy
+from callbacks.metrics.linear import linear_probe_accuracy
 from callbacks.noise_level_probe import DEFAULT_LEVELS
-
-DRAW_STRIDE = 100_003
-"""Seed offset between noise draws: draw ``d`` of batch ``b`` is seeded ``seed + d * DRAW_STRIDE + b``."""
-
-
-def noise_averaged_features(
-    module: nn.Module,
-    loader: DataLoader,
-    draws: int,
-    embed_kwargs: Mapping[str, Any],
-    embed_fn: EmbedFn | None = None,
-    seed: int = 0,
-) -> tuple[Tensor, Tensor]:
-    """``(features N,F, labels N)``: ``embed(x, **embed_kwargs)`` averaged over ``draws`` seeded noise draws.
-
-    Every draw is a full ``extract_features`` pass (sharded and gathered across ranks) under its own
-    seeds, so the result does not depend on the world size.
-    """
-    if draws < 1:
-        raise ValueError(f"draws={draws}: the noise draws averaged per feature must be >= 1")
-    total, labels = None, None
-    for draw in range(draws):
-        features, labels = extract_features(module, loader, embed_fn, embed_kwargs, seed + draw * DRAW_STRIDE)
-        total = features.double() if total is None else total + features.double()
-    return total / draws, labels
 
 
 @dataclass(frozen=True)

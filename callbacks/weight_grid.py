@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
@@ -26,28 +25,14 @@ from callbacks.features import (
     shard_batches,
 )
 from callbacks.figures import show
+from callbacks.metrics.weights import max_cosine_to_data, top_norm_rows
 
 WeightFn = Callable[[L.LightningModule], Tensor]
 """A user's accessor of the first-layer weight ``units x input dim``, called as ``weight_fn(module)``."""
 
 
-def top_norm_rows(weight: Tensor, k: int) -> Tensor:
-    """Indices of the ``k`` rows of ``weight`` (units x input dim) with the largest L2 norm, largest first."""
-    if not 1 <= k <= weight.shape[0]:
-        raise ValueError(f"k={k} must be in [1, {weight.shape[0]}] (the number of weight rows)")
-    return weight.detach().double().norm(dim=1).topk(k).indices
 
 
-def max_cosine_to_data(rows: Tensor, data: Tensor) -> Tensor:
-    """For each row ``k, D`` its largest cosine similarity to any sample of ``data`` ``N, D`` (float64).
-
-    Zhang et al. (ICLR 2026, Fig. 4): ``max_n <w_k / |w_k|, x_n / |x_n|>``; data of any shape are flattened.
-    """
-    rows = F.normalize(rows.detach().double().flatten(1), dim=1)
-    data = F.normalize(data.detach().double().flatten(1), dim=1)
-    if rows.shape[1] != data.shape[1]:
-        raise ValueError(f"rows have {rows.shape[1]} entries but data samples {data.shape[1]}; they must match")
-    return (rows @ data.T).max(dim=1).values
 
 
 def pixel_mean(loader: DataLoader, dim: int) -> Tensor:

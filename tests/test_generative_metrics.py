@@ -14,9 +14,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import callbacks.generative_metrics as generative_metrics
-from callbacks.generative_metrics import GenerativeMetrics, frechet_distance, kernel_distance
-from callbacks.memorization import memorization_ratio, two_nearest_distances
-from callbacks.precision_recall import knn_radii, precision_recall
+from callbacks.generative_metrics import GenerativeMetrics, frechet_distance
+from callbacks.metrics.kernel_distance import kernel_distance
+from callbacks.metrics.memorization import memorization_ratio, two_nearest_distances
+from callbacks.metrics.precision_recall import knn_radii, precision_recall
 from callbacks.sample_grid import SampleGrid
 
 IMAGE_SHAPE = (1, 8, 8)

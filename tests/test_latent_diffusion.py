@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from test_scale import assert_same_weights
 from torch import Tensor
 
-from callbacks.files import tensor_digest
+from callbacks.training.files import tensor_digest
 from zoo import latent_cache
 from zoo.app.tasks import method_to_evaluate
 from zoo.app.train import build, fit

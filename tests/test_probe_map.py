@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from callbacks import ProbeMap
-from callbacks.probe_map import noise_averaged_features, probe_map
+from callbacks.features import noise_averaged_features
+from callbacks.probe_map import probe_map
 from zoo.app.train import build
 
 LEVELS = [0.2, 0.6, 0.9]

@@ -31,7 +31,7 @@ from callbacks import (
     max_cosine_to_data,
     top_norm_rows,
 )
-from callbacks.representation_stats import (
+from callbacks.metrics.representation import (
     alignment,
     effective_rank,
     feature_std,

@@ -15,9 +15,14 @@ from test_generative_metrics import NoisyCopies, fit
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from callbacks.frechet_distance import frechet_distance, frechet_floor, frechet_interval, gaussian_stats
 from callbacks.generative_metrics import GenerativeMetrics, PixelFeatures
-from callbacks.reference_net import ReferenceNet, data_fingerprint
+from callbacks.metrics.frechet_distance import (
+    frechet_distance,
+    frechet_floor,
+    frechet_interval,
+    gaussian_stats,
+)
+from callbacks.metrics.reference_net import ReferenceNet, data_fingerprint
 from datamodules import Digits
 
 TINY_RECIPE = {"width": 4, "epochs": 1}

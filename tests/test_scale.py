@@ -26,8 +26,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from callbacks.files import atomic_torch_save
-from callbacks.finite_checkpoint import non_finite_parameters
+from callbacks.training.files import atomic_torch_save
+from callbacks.training.finite_checkpoint import non_finite_parameters
 from zoo.app.config_checks import check_launch
 from zoo.app.resume import resume_path
 from zoo.app.train import build, fit

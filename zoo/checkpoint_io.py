@@ -4,7 +4,7 @@ Lightning's ``TorchCheckpointIO`` stages a local checkpoint in the system temp f
 it; when that folder is on another filesystem (``/tmp`` on a tmpfs, the run on NFS or Lustre) the move
 is a copy over the old file, and nothing is fsynced. A job killed or preempted during that copy leaves a
 truncated ``last.ckpt`` and ``resume=auto`` cannot continue. ``AtomicCheckpointIO`` writes through
-``callbacks.files.atomic_torch_save``: next to the target, fsynced, ``os.replace``d over it (atomic
+``callbacks.training.files.atomic_torch_save``: next to the target, fsynced, ``os.replace``d over it (atomic
 within one filesystem), the folder fsynced, so the target is always the old or the new checkpoint, whole.
 """
 
@@ -17,7 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from callbacks.files import atomic_torch_save
+from callbacks.training.files import atomic_torch_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -10,7 +10,7 @@ error, and augmenting data are refused before training.
 The file is ``<cache_dir>/latents/<key>.pt`` with ``key = sha256(autoencoder checkpoint digest,
 data fingerprint)``, the fingerprint being the SHA-256 of the split's pixels: another checkpoint or
 other data is another file. A file is never trusted: it must load weights-only, carry the same key,
-hold finite latents of the right shape whose SHA-256 (``callbacks.files.tensor_digest``, all rows) is
+hold finite latents of the right shape whose SHA-256 (``callbacks.training.files.tensor_digest``, all rows) is
 the one stored beside them, and its first rows must equal a fresh encoding; otherwise it is rebuilt,
 with a warning that says why. It is written atomically (``atomic_torch_save``), so a run killed
 mid-write leaves no half file under the real name.
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from callbacks.files import atomic_torch_save, tensor_digest
+from callbacks.training.files import atomic_torch_save, tensor_digest
 
 SPOT_CHECK = 8
 """How many rows of a cache file are re-encoded and compared before the file is used."""

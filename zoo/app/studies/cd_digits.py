@@ -31,7 +31,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from callbacks.frechet_distance import frechet_distance, frechet_floor, frechet_interval
+from callbacks.metrics.frechet_distance import frechet_distance, frechet_floor, frechet_interval
 from zoo.app.studies.reference_fd import ReferenceFD
 from zoo.app.study import fit_checkpoints, flatten_results, write_report
 from zoo.loading import load_method

@@ -14,7 +14,7 @@ tau = 0.8 against tau = 0), and trains stage 2 per arm at equal steps: the diffu
 - ``shift``: the ``wide`` model with the dimension-dependent shift ``alpha = sqrt(m / shift_base)``,
   ``m = C*H*W`` of the latent, in training and in the sampler (``dim``), against none (``none``).
 
-Every FD is the reference classifier's Fréchet distance (``callbacks.reference_net``) to the train
+Every FD is the reference classifier's Fréchet distance (``callbacks.metrics.reference_net``) to the train
 split, of ``n_samples`` decoded images. Writes ``<name>.json`` and ``<name>.md``.
 """
 

@@ -1,10 +1,10 @@
 """The yardstick of the studies that compare generated images: the Fréchet distance in the features of the
-dataset's reference classifier (``callbacks.reference_net``, trained once and cached), to the train split.
+dataset's reference classifier (``callbacks.metrics.reference_net``, trained once and cached), to the train split.
 
 ``ReferenceFD(cfg)`` builds the run's data, fits the reference net to it (or reads it from
 ``paths.cache_dir``) and holds the features of the clean train split; ``features(x)`` are the net's
 features of any images, ``fd(x)`` the distance of images ``x`` to the train split with its bootstrap
-interval (``callbacks.frechet_distance``). ``gen/fd_classifier`` of ``GenerativeMetrics`` is the same figure.
+interval (``callbacks.metrics.frechet_distance``). ``gen/fd_classifier`` of ``GenerativeMetrics`` is the same figure.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
 
-from callbacks.frechet_distance import frechet_distance, frechet_interval
-from callbacks.reference_net import ReferenceNet
+from callbacks.metrics.frechet_distance import frechet_distance, frechet_interval
+from callbacks.metrics.reference_net import ReferenceNet
 
 
 class ReferenceFD:

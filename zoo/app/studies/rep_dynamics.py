@@ -8,7 +8,7 @@ when it memorizes (small data, large capacity). Each arm (a data size of ``runs`
 the detector AUCs). Then each arm's curve is measured again with confidence: per seed, the features at
 each level of ``levels`` (averaged over ``draws`` noise draws) of every labelled image of the train,
 val and test splits, probed by ``folds``-fold cross-validation that scores only the images the model
-never trained on (``callbacks.shape_verdict.cross_validated_curve``); over the seeds, a hierarchical
+never trained on (``callbacks.metrics.shape_verdict.cross_validated_curve``); over the seeds, a hierarchical
 bootstrap gives the band, the gap (interior peak minus data end) and the verdict of ``shape_verdict``.
 The data's ``seed`` follows the run's, so a seed also redraws the split and the ``n_train`` subset and
 the band covers that choice of images too.
@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from callbacks.shape_verdict import ShapeVerdict, band_figure, cross_validated_curve, shape_verdict
+from callbacks.metrics.shape_verdict import ShapeVerdict, band_figure, cross_validated_curve, shape_verdict
 from datamodules.base import BatchDictDataset
 from zoo.app.study import (
     base_overrides,

@@ -5,7 +5,7 @@ steps in each arm of ``arms`` (label -> overrides): ``vanilla`` (lambda = 0), ``
 MoCo encoder's tokens) and ``random_encoder`` (lambda = 0.5 on an untrained encoder of the same
 architecture: a gain there would be a regulariser, not alignment). ``{encoder_ckpt}`` in an arm's overrides
 is replaced by the MoCo checkpoint. Each arm logs the reference classifier's Fréchet distance
-(``gen/fd_classifier``, ``callbacks.reference_net``) every ``callbacks.generative.every_n_epochs`` epochs
+(``gen/fd_classifier``, ``callbacks.metrics.reference_net``) every ``callbacks.generative.every_n_epochs`` epochs
 to its ``metrics.csv`` (``logger=csv``), ``val/align`` (L_proj on the val split) and, with
 ``callbacks.linear_probe``, the linear-probe accuracy of the pooled hidden tokens at the aligned block.
 

@@ -6,7 +6,7 @@ image, as many as the pixels; 16: 256), each without (``vae``) and with the VF l
 the zoo's MoCo encoder (trained here, or ``encoder_ckpt``) at its stage whose grid is the latent's.
 For each: ``rec_mse`` (the MSE of ``decode(encode(x))`` on the val split) and ``rec_fd`` (the Fréchet
 distance of those reconstructions to the train split in the digits' reference classifier's features,
-``callbacks.reference_net``), then the same latent DiT (``diffusion_run``) trained for the same number
+``callbacks.metrics.reference_net``), then the same latent DiT (``diffusion_run``) trained for the same number
 of steps in that latent space (``*_epochs``: one budget per kind of run) and ``gen_fd``, the FD of its ``n_samples`` samples in the same features.
 ``<name>.json``: ``{"d4": {"vae": {rec_mse, rec_fd, gen_fd}, "vavae": {...}}, "d16": {...}}``.
 """

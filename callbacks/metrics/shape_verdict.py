@@ -25,9 +25,8 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from callbacks.features import EmbedFn
-from callbacks.linear_probe import fit_logistic_regression, standardize
-from callbacks.probe_map import noise_averaged_features
+from callbacks.features import EmbedFn, noise_averaged_features
+from callbacks.metrics.linear import fit_logistic_regression, standardize
 
 VERDICTS = ("unimodal", "monotone", "flat", "neither")
 

@@ -13,7 +13,7 @@ It is built without data (``ReferenceNet()`` from the config) and ``fit_to(data)
 (``GenerativeMetrics.setup`` calls it). The weights are cached as ``reference_net-<key>.pt`` in a cache
 folder, the key a hash of the training data (the bytes, shape and labels of the train split) and of the
 recipe (architecture, training settings, ``RECIPE_VERSION``). The file is a plain dict saved atomically
-(``callbacks.files.atomic_torch_save``) with the SHA-256 of its weights, and read with
+(``callbacks.training.files.atomic_torch_save``) with the SHA-256 of its weights, and read with
 ``torch.load(weights_only=True)``; a file that cannot be read, does not match its key, or whose weights
 do not match their SHA-256 (a flipped byte anywhere) is reported, retrained and rewritten, never trusted.
 Training is seeded. Under DDP rank 0 loads or trains and sends the weights to the other ranks, so all
@@ -39,8 +39,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from callbacks.features import batch_xy, gather_objects, world
-from callbacks.files import atomic_torch_save, tensor_digest
 from callbacks.protocols import ProbeData
+from callbacks.training.files import atomic_torch_save, tensor_digest
 
 RECIPE_VERSION = "1"
 """Bumped whenever the architecture or the training loop changes, so that old cache files are not reused."""
