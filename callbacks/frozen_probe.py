@@ -9,15 +9,8 @@ import lightning as L
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from callbacks.features import (
-    EmbedFn,
-    ValidationEndProbe,
-    check_every_n_epochs,
-    probe_due,
-    probe_loaders,
-    probe_split_features,
-    require_embed,
-)
+from callbacks.features import EmbedFn, ValidationEndProbe
+from callbacks.probe_settings import ProbeSettings
 
 
 class FrozenFeatureProbe(ValidationEndProbe):
@@ -28,8 +21,8 @@ class FrozenFeatureProbe(ValidationEndProbe):
     (the datamodule's ``probe_dataloaders()`` or ``loaders``) are extracted through ``embed(x,
     **embed_kwargs)`` or ``embed_fn``, gathered across ranks, and scored identically on every rank;
     the value is logged with ``sync_dist=False`` from every rank. ``seed`` fixes torch's RNG per batch
-    during extraction (for modules whose ``embed`` draws noise). Subclasses set ``metric`` and
-    implement ``score``.
+    during extraction (for modules whose ``embed`` draws noise). The six settings are one
+    ``ProbeSettings`` (``settings``). Subclasses set ``metric`` and implement ``score``.
     """
 
     metric: str
@@ -44,24 +37,16 @@ class FrozenFeatureProbe(ValidationEndProbe):
         seed: int | None = 0,
     ) -> None:
         super().__init__()
-        self.every_n_epochs = check_every_n_epochs(every_n_epochs, type(self).__name__)
-        self.embed_kwargs = dict(embed_kwargs or {})
-        self.embed_fn = embed_fn
-        self.loaders = loaders
-        self.prefix = prefix
-        self.seed = seed
+        self.settings = ProbeSettings(type(self).__name__, every_n_epochs, embed_kwargs, embed_fn, loaders, prefix, seed)
 
     def score(self, train_feats: Tensor, train_y: Tensor, val_feats: Tensor, val_y: Tensor) -> float:
         raise NotImplementedError
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        require_embed(pl_module, self.embed_fn, type(self).__name__)
-        probe_loaders(trainer, self.loaders, type(self).__name__)
+        self.settings.setup(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not probe_due(trainer, self.every_n_epochs):
+        if not self.settings.due(trainer):
             return
-        name = type(self).__name__
-        loaders = probe_loaders(trainer, self.loaders, name)
-        features = probe_split_features(pl_module, loaders, name, self.embed_fn, self.embed_kwargs, self.seed)
-        pl_module.log(f"{self.prefix}/{self.metric}", self.score(*features), sync_dist=False)
+        features = self.settings.features(pl_module, self.settings.splits(trainer))
+        pl_module.log(self.settings.name(self.metric), self.score(*features), sync_dist=False)

@@ -21,22 +21,17 @@ from torch.utils.data import DataLoader
 from callbacks.features import (
     EmbedFn,
     ValidationEndProbe,
-    accepts_keyword,
     batch_xy,
-    check_every_n_epochs,
     embed_batch,
     evaluating,
     global_batches,
     module_device,
-    probe_due,
-    probe_loaders,
-    probe_split_features,
-    require_embed,
     seeded,
 )
 from callbacks.figures import show
 from callbacks.metrics.curve_shape import curve_shape
 from callbacks.metrics.linear import linear_probe_accuracy
+from callbacks.probe_settings import ProbeSettings
 
 DEFAULT_LEVELS = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
 
@@ -92,28 +87,17 @@ class NoiseLevelProbe(ValidationEndProbe):
             raise ValueError(f"NoiseLevelProbe: levels={levels} must be at least 3 distinct noise levels")
         if not all(0.0 <= t <= 1.0 for t in levels):
             raise ValueError(f"NoiseLevelProbe: levels={levels} must lie in [0, 1] (0 = noise, 1 = data)")
-        if "t" in (embed_kwargs or {}):
-            raise ValueError("NoiseLevelProbe sets t itself: remove `t` from embed_kwargs")
         self.levels = sorted(levels)
-        self.every_n_epochs = check_every_n_epochs(every_n_epochs, "NoiseLevelProbe")
-        self.seed = seed
+        self.settings = ProbeSettings(
+            "NoiseLevelProbe", every_n_epochs, embed_kwargs, embed_fn, loaders, prefix, seed, sets=("t",)
+        )
         self.tolerance = tolerance
-        self.embed_kwargs = dict(embed_kwargs or {})
-        self.embed_fn = embed_fn
-        self.loaders = loaders
         self.weight_decay = weight_decay
         self.max_iter = max_iter
-        self.prefix = prefix
         self._checked = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        require_embed(pl_module, self.embed_fn, "NoiseLevelProbe")
-        if self.embed_fn is None and not accepts_keyword(pl_module, "t"):
-            raise ValueError(
-                f"NoiseLevelProbe needs embed(x, t=level): {type(pl_module).__name__}.embed does not accept `t`; "
-                "probe a noise-conditioned model (or pass embed_fn=(module, x, t, **kw) -> features)"
-            )
-        probe_loaders(trainer, self.loaders, "NoiseLevelProbe")
+        self.settings.setup(trainer, pl_module)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
@@ -125,13 +109,13 @@ class NoiseLevelProbe(ValidationEndProbe):
     def _check_t_changes_features(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._checked:
             return
-        train_loader, _ = probe_loaders(trainer, self.loaders, "NoiseLevelProbe")
+        train_loader, _ = self.settings.splits(trainer)
         first = global_batches(train_loader)[0]
         x, _ = batch_xy(train_loader.collate_fn([train_loader.dataset[i] for i in first]))
         device = module_device(pl_module)
         features = []
         for t in (self.levels[0], self.levels[-1]):
-            with evaluating(pl_module), seeded(self.seed, device):
+            with evaluating(pl_module), seeded(self.settings.seed, device):
                 features.append(self._embed(pl_module, x.to(device), t))
         if torch.allclose(features[0], features[1]):
             raise ValueError(
@@ -141,32 +125,30 @@ class NoiseLevelProbe(ValidationEndProbe):
         self._checked = True
 
     def _embed(self, pl_module: L.LightningModule, x: Tensor, t: float) -> Tensor:
-        kwargs = {**self.embed_kwargs, "t": t}
+        kwargs = {**self.settings.embed_kwargs, "t": t}
         try:
-            return embed_batch(pl_module, x, self.embed_fn, kwargs)
+            return embed_batch(pl_module, x, self.settings.embed_fn, kwargs)
         except TypeError as error:
             raise ValueError(f"NoiseLevelProbe: embed(x, t={t:g}) failed ({error}); embed must accept t=") from error
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not probe_due(trainer, self.every_n_epochs):
+        if not self.settings.due(trainer):
             return
-        loaders = probe_loaders(trainer, self.loaders, "NoiseLevelProbe")
+        loaders = self.settings.splits(trainer)
         accuracies = []
         for t in self.levels:
-            train_feats, train_y, val_feats, val_y = probe_split_features(
-                pl_module, loaders, "NoiseLevelProbe", self.embed_fn, {**self.embed_kwargs, "t": t}, self.seed
-            )
+            train_feats, train_y, val_feats, val_y = self.settings.features(pl_module, loaders, t=t)
             accuracy = linear_probe_accuracy(
                 train_feats, train_y, val_feats, val_y, weight_decay=self.weight_decay, max_iter=self.max_iter
             )
             accuracies.append(accuracy)
-            pl_module.log(f"{self.prefix}/top1_t{t:g}", accuracy, sync_dist=False)
+            pl_module.log(self.settings.name(f"top1_t{t:g}"), accuracy, sync_dist=False)
         best = max(range(len(accuracies)), key=lambda i: (accuracies[i], self.levels[i]))
         shape = curve_shape(self.levels, accuracies, self.tolerance)
-        pl_module.log(f"{self.prefix}/best_t", self.levels[best], sync_dist=False)
-        pl_module.log(f"{self.prefix}/best_top1", accuracies[best], sync_dist=False)
-        pl_module.log(f"{self.prefix}/unimodal", float(shape == "unimodal"), sync_dist=False)
-        pl_module.log(f"{self.prefix}/monotone", float(shape == "monotone"), sync_dist=False)
+        pl_module.log(self.settings.name("best_t"), self.levels[best], sync_dist=False)
+        pl_module.log(self.settings.name("best_top1"), accuracies[best], sync_dist=False)
+        pl_module.log(self.settings.name("unimodal"), float(shape == "unimodal"), sync_dist=False)
+        pl_module.log(self.settings.name("monotone"), float(shape == "monotone"), sync_dist=False)
         rank_zero_info(f"NoiseLevelProbe epoch {trainer.current_epoch}: {shape}, best t={self.levels[best]:g}")
         if trainer.is_global_zero:
-            show(trainer, f"{self.prefix}/curve", curve_figure(self.levels, accuracies, shape), "NoiseLevelProbe")
+            show(trainer, self.settings.name("curve"), curve_figure(self.levels, accuracies, shape), "NoiseLevelProbe")

@@ -27,17 +27,13 @@ from torch.utils.data import DataLoader
 
 from callbacks.features import (
     EmbedFn,
-    accepts_keyword,
-    check_every_n_epochs,
     labeled,
     noise_averaged_features,
-    probe_due,
-    probe_loaders,
-    require_embed,
 )
 from callbacks.metrics.knn import knn_accuracy
 from callbacks.metrics.linear import linear_probe_accuracy
 from callbacks.noise_level_probe import DEFAULT_LEVELS
+from callbacks.probe_settings import ProbeSettings
 
 
 @dataclass(frozen=True)
@@ -170,33 +166,20 @@ class ProbeMap(L.Callback):
             raise ValueError(f"ProbeMap: draws={draws} must be >= 1 noise draws per feature")
         if select not in ("linear", "knn"):
             raise ValueError(f"ProbeMap: select={select!r} must be 'linear' or 'knn'")
-        if {"t", "layer"} & set(embed_kwargs or {}):
-            raise ValueError("ProbeMap sets t and layer itself: remove them from embed_kwargs")
         self.levels = sorted(levels)
         self.layers = None if layers is None else [int(layer) for layer in layers]
         self.draws = draws
-        self.every_n_epochs = check_every_n_epochs(every_n_epochs, "ProbeMap")
-        self.seed = seed
+        self.settings = ProbeSettings(
+            "ProbeMap", every_n_epochs, embed_kwargs, embed_fn, loaders, prefix, seed, sets=("t", "layer")
+        )
         self.probe = {"k": k, "temperature": temperature, "weight_decay": weight_decay, "max_iter": max_iter}
         self.select = select
-        self.embed_kwargs = dict(embed_kwargs or {})
-        self.embed_fn = embed_fn
-        self.loaders = loaders
         self.figure_dir = figure_dir
-        self.prefix = prefix
         self.result: ProbeMapResult | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        require_embed(pl_module, self.embed_fn, "ProbeMap")
-        if self.embed_fn is None:
-            for keyword in ("t", "layer"):
-                if not accepts_keyword(pl_module, keyword):
-                    raise ValueError(
-                        f"ProbeMap needs embed(x, t=level, layer=block): {type(pl_module).__name__}.embed does not "
-                        f"accept `{keyword}`; probe a noise-conditioned model with hidden blocks (or pass embed_fn)"
-                    )
+        self.settings.setup(trainer, pl_module)
         self._layers(pl_module)
-        probe_loaders(trainer, self.loaders, "ProbeMap")
 
     def _layers(self, pl_module: L.LightningModule) -> list[int]:
         if self.layers is not None:
@@ -210,42 +193,41 @@ class ProbeMap(L.Callback):
         return list(range(blocks))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not probe_due(trainer, self.every_n_epochs):
+        if not self.settings.due(trainer):
             return
-        loaders = probe_loaders(trainer, self.loaders, "ProbeMap")
         result = probe_map(
             pl_module,
-            loaders,
+            self.settings.splits(trainer),
             self._layers(pl_module),
             self.levels,
             self.draws,
-            self.seed,
+            self.settings.seed,
             select=self.select,
-            embed_kwargs=self.embed_kwargs,
-            embed_fn=self.embed_fn,
+            embed_kwargs=self.settings.embed_kwargs,
+            embed_fn=self.settings.embed_fn,
             **self.probe,
         )
         self.result = result
         for i, layer in enumerate(result.layers):
             for j, t in enumerate(result.levels):
                 pl_module.log(
-                    f"{self.prefix}/linear_b{layer}_t{t:g}", float(result.linear[i, j]), sync_dist=False
+                    f"{self.settings.prefix}/linear_b{layer}_t{t:g}", float(result.linear[i, j]), sync_dist=False
                 )
-                pl_module.log(f"{self.prefix}/knn_b{layer}_t{t:g}", float(result.knn[i, j]), sync_dist=False)
+                pl_module.log(f"{self.settings.prefix}/knn_b{layer}_t{t:g}", float(result.knn[i, j]), sync_dist=False)
         layer, t = result.best
         best = result.at(layer, t)
-        pl_module.log(f"{self.prefix}/best_layer", float(layer), sync_dist=False)
-        pl_module.log(f"{self.prefix}/best_t", t, sync_dist=False)
-        pl_module.log(f"{self.prefix}/best_linear_top1", best["linear"], sync_dist=False)
-        pl_module.log(f"{self.prefix}/best_knn_top1", best["knn"], sync_dist=False)
+        pl_module.log(f"{self.settings.prefix}/best_layer", float(layer), sync_dist=False)
+        pl_module.log(f"{self.settings.prefix}/best_t", t, sync_dist=False)
+        pl_module.log(f"{self.settings.prefix}/best_linear_top1", best["linear"], sync_dist=False)
+        pl_module.log(f"{self.settings.prefix}/best_knn_top1", best["knn"], sync_dist=False)
         rank_zero_info(f"ProbeMap epoch {trainer.current_epoch}: best block {layer}, t={t:g}, {best}")
         if trainer.is_global_zero:
             figure = map_figure(result)
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_figure(
-                        f"{self.prefix}/map", figure, trainer.global_step, close=False
+                        f"{self.settings.prefix}/map", figure, trainer.global_step, close=False
                     )
             if self.figure_dir is not None:
                 Path(self.figure_dir).mkdir(parents=True, exist_ok=True)
-                figure.savefig(Path(self.figure_dir) / f"{self.prefix}.png", dpi=120)
+                figure.savefig(Path(self.figure_dir) / f"{self.settings.prefix}.png", dpi=120)
