@@ -2,14 +2,19 @@
 
 The files live where torchvision's dataset classes put them (``root/MNIST/raw/*-ubyte``,
 ``root/FashionMNIST/raw/*-ubyte``, ``root/cifar-10-batches-py/*_batch*``) and ``download=True``
-fetches them through those classes. Reading goes through our own checks, so that a missing file
-names its path and the ``data.download=true`` flag, and a corrupt file names itself.
+fetches them through those classes. The MNIST-format sets are read gzipped or not (``*-ubyte.gz``
+directly, no copy), and Fashion-MNIST is also found where Debian's package ``dataset-fashion-mnist``
+installs the four official files (``/usr/share/datasets/fashion-mnist``), so it is at hand offline.
+Reading goes through our own checks, so that a missing file names its path, the ``data.download=true``
+flag and the package, and a corrupt file names itself.
 The training split is cut into train/val by ``seed`` (``val_fraction``, default 10%); the
 official test split is the test set.
 """
 
 from __future__ import annotations
 
+import gzip
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -19,7 +24,6 @@ import torch
 import torchvision
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms.v2 import functional as TF
 
 from datamodules.base import TensorSamples, ZooDataModule
@@ -113,21 +117,50 @@ class _OfficialImageSet(ZooDataModule):
 
 
 class _IdxImageSet(_OfficialImageSet):
-    """The MNIST file layout: ``root/<class name>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``."""
+    """The MNIST file layout: ``root/<class name>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``,
+    or the same names in one of ``system_folders`` (a distribution's package); the first folder that holds
+    all four files is read."""
 
     channels, native_size = 1, 28
+    system_folders: tuple[Path, ...] = ()
+    system_package: str | None = None
+
+    def _folders(self) -> list[Path]:
+        return [self.root / self.torchvision_class.__name__ / "raw", *self.system_folders]
+
+    def _names(self, train: bool) -> tuple[str, str]:
+        prefix = "train" if train else "t10k"
+        return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+    def _in(self, folder: Path, name: str) -> Path | None:
+        """``folder/name`` or ``folder/name.gz``, whichever exists."""
+        return next((path for path in (folder / name, folder / f"{name}.gz") if path.is_file()), None)
 
     def _raw_files(self, train: bool) -> tuple[Path, Path]:
-        raw = self.root / self.torchvision_class.__name__ / "raw"
-        prefix = "train" if train else "t10k"
-        return raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+        for folder in self._folders():
+            found = [self._in(folder, name) for name in (*self._names(True), *self._names(False))]
+            if all(found):
+                return tuple(found[:2]) if train else tuple(found[2:])
+        raw = self._folders()[0]
+        return tuple(raw / name for name in self._names(train))
 
     def _expected_files(self) -> list[Path]:
         return [*self._raw_files(train=True), *self._raw_files(train=False)]
 
+    def _ensure_files(self) -> None:
+        try:
+            super()._ensure_files()
+        except FileNotFoundError as error:
+            if self.system_package is None or self.download:
+                raise
+            raise FileNotFoundError(
+                f"{error}; or install Debian's package (apt-get install {self.system_package}), which puts the "
+                f"official files in {self.system_folders[0]}, where they are found without data.root"
+            ) from None
+
     def _read(self, train: bool) -> tuple[Tensor, Tensor]:
         image_file, label_file = self._raw_files(train)
-        images = _read_checked(image_file, read_image_file)
+        images = _read_checked(image_file, _read_idx_images)
         labels = _read_checked(label_file, _read_idx_labels)
         if len(images) != len(labels):
             raise ValueError(
@@ -144,9 +177,12 @@ class MNIST(_IdxImageSet):
 
 
 class FashionMNIST(_IdxImageSet):
-    """Fashion-MNIST (Xiao et al. 2017, arXiv 1708.07747): 28x28 grayscale clothes, 60,000 / 10,000."""
+    """Fashion-MNIST (Xiao et al. 2017, arXiv 1708.07747): 28x28 grayscale clothes, 60,000 / 10,000; also read
+    from Debian's ``dataset-fashion-mnist`` (MIT licence) without ``data.root``."""
 
     torchvision_class = torchvision.datasets.FashionMNIST
+    system_folders = (Path("/usr/share/datasets/fashion-mnist"),)
+    system_package = "dataset-fashion-mnist"
 
 
 class CIFAR10(_OfficialImageSet):
@@ -191,8 +227,31 @@ def _read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), labels
 
 
+def read_idx(path: Path) -> Tensor:
+    """An IDX file (LeCun's MNIST format, gzipped or not) as a uint8 tensor: magic ``0 0 8 ndim``, then
+    ``ndim`` big-endian int32 sizes, then the bytes."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError("not an IDX file of unsigned bytes (its magic number is not 0 0 8 ndim)")
+    ndim = data[3]
+    sizes = struct.unpack(f">{ndim}i", data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(sizes)):
+        raise ValueError(f"it declares sizes {list(sizes)} ({int(np.prod(sizes))} bytes) but holds {body.size}")
+    return torch.from_numpy(body.reshape(sizes).copy())
+
+
+def _read_idx_images(path: Path) -> Tensor:
+    images = read_idx(path)
+    if images.ndim != 3:
+        raise ValueError(f"images of shape {tuple(images.shape)}, not N x H x W")
+    return images
+
+
 def _read_idx_labels(path: Path) -> Tensor:
-    labels = read_label_file(path).long()
+    labels = read_idx(path).long()
     _check_labels(labels)
     return labels
 

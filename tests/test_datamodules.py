@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -99,6 +101,42 @@ def test_fashion_mnist_resizes_to_image_size(tmp_path: Path) -> None:
     data = FashionMNIST(root=str(tmp_path), image_size=32, batch_size=8)
     assert data.shape == (1, 32, 32)
     check_batch(first_batch(data.train_dataloader()), (1, 32, 32), 10)
+
+
+def test_gzipped_idx_files_are_read_directly(tmp_path: Path) -> None:
+    """torchvision's layout with the official ``*-ubyte.gz`` files (not unpacked), read without a copy."""
+    arrays = write_mnist(tmp_path, name="FashionMNIST")
+    for name in arrays:
+        path = tmp_path / "FashionMNIST" / "raw" / name
+        gzipped = path.with_name(f"{name}.gz")
+        gzipped.write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    test = FashionMNIST(root=str(tmp_path)).splits[2]
+    assert torch.equal(test.x[:, 0], torch.from_numpy(arrays["t10k-images-idx3-ubyte"]))
+
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_fashion_mnist_is_found_in_debians_package(tmp_path: Path) -> None:
+    """The real Fashion-MNIST, from Debian's dataset-fashion-mnist, with no data.root: 6,000 train and 1,000
+    test images per class. Under CI (which installs the package through .ci/run) its absence fails."""
+    if not DEBIAN_FASHION.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{DEBIAN_FASHION} is missing under CI: .ci/run installs dataset-fashion-mnist")
+        pytest.skip("apt-get install dataset-fashion-mnist puts Fashion-MNIST in /usr/share/datasets/fashion-mnist")
+    train, val, test = FashionMNIST(root=str(tmp_path)).splits
+    assert (len(train), len(val), len(test)) == (54_000, 6_000, 10_000)
+    assert torch.bincount(torch.cat([train.y, val.y])).tolist() == [6_000] * 10
+    assert torch.bincount(test.y).tolist() == [1_000] * 10
+    assert train.x.dtype == torch.uint8 and train.x.shape[1:] == (1, 28, 28)
+
+
+def test_missing_fashion_mnist_names_the_package_and_the_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FashionMNIST, "system_folders", (tmp_path / "not-installed",))
+    with pytest.raises(FileNotFoundError, match=r"FashionMNIST.raw.train-images-idx3-ubyte.*data\.download=true.*"
+                                                r"apt-get install dataset-fashion-mnist"):
+        FashionMNIST(root=str(tmp_path)).setup()
 
 
 def test_cifar10_reads_the_python_pickles(tmp_path: Path) -> None:
