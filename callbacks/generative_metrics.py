@@ -72,8 +72,6 @@ DistanceFn = Callable[[Tensor], Tensor]
 Data = DataLoader | Tensor
 
 
-
-
 class PixelFeatures(nn.Module):
     """Images as their pixels ``B, C·H·W``, clipped to [-1, 1] as a saved image is: the space ``pixels``."""
 
@@ -81,8 +79,6 @@ class PixelFeatures(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.clamp(-1, 1).flatten(1)
-
-
 
 
 def inception_missing() -> str | None:
@@ -469,4 +465,3 @@ def _x_batches(source: Data | Iterable, batch_size: int) -> Iterator[Tensor]:
                 "GenerativeMetrics reads x from batch dicts with `x`, (x, ...) tuples or tensors; "
                 f"got {type(batch).__name__}"
             )
-

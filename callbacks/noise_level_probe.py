@@ -36,8 +36,6 @@ from callbacks.probe_settings import ProbeSettings
 DEFAULT_LEVELS = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
 
 
-
-
 def curve_figure(levels: Sequence[float], accuracies: Sequence[float], shape: str) -> Figure:
     """Probe accuracy against noise level ``t`` (1 = data), the best (and cleanest among ties) marked."""
     figure = Figure(figsize=(4.5, 3.2), tight_layout=True)

@@ -31,10 +31,6 @@ WeightFn = Callable[[L.LightningModule], Tensor]
 """A user's accessor of the first-layer weight ``units x input dim``, called as ``weight_fn(module)``."""
 
 
-
-
-
-
 def pixel_mean(loader: DataLoader, dim: int) -> Tensor:
     """Per-entry mean (float64, ``dim`` entries) of the loader's flattened ``x``, over every rank's batches."""
     total = torch.zeros(dim, dtype=torch.float64)

@@ -161,6 +161,7 @@ CASES = {
         r"study\.runs\.100: Hydra cannot parse .*\"study\.runs\.100=\['method\.hidden=3'\]\"",
     ),
     "ckpt_is_a_folder": (lambda t, d: ["task=sample", f"ckpt={d.parent}"], r"ckpt=.*checkpoints is a folder.*last\.ckpt"),
+    "resume_is_a_folder": (lambda t, d: [f"resume={d.parent}"], r"resume=.*checkpoints is a folder.*last\.ckpt"),
     "legacy_format_checkpoint": (lambda t, d: ["task=sample", f"ckpt={legacy(t, d)}"], r"legacy\.ckpt is in torch's legacy serialization format"),
     # Code chosen by a file, and one run per folder.
     "crafted_stored_config": (

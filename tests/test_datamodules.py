@@ -295,6 +295,24 @@ def test_corrupt_image_is_named_at_setup(tmp_path: Path, damage: str) -> None:
     assert str(bad) in str(info.value)
 
 
+def test_a_broken_data_stream_fails_at_setup_or_by_name_when_read(tmp_path: Path) -> None:
+    """A PNG with valid headers and checksums but no zlib stream passes PIL's verify(): ``check=decode`` (the
+    default) fails at setup; ``check=header`` passes setup and names the file when the image is read."""
+    from test_bad_inputs import broken_images
+
+    root = broken_images(tmp_path)
+    with pytest.raises(ValueError, match=r"broken\.png is not a readable image"):
+        ImageFolder(root=str(root), image_size=8).setup()
+    data = ImageFolder(root=str(root), image_size=8, check="header")
+    data.setup()
+    with pytest.raises(ValueError, match=r"broken\.png is not a readable image"):
+        for split in data.splits:
+            for i in range(len(split)):
+                split[i]
+    with pytest.raises(ValueError, match=r"data\.check=verify: use one of decode, header"):
+        ImageFolder(root=str(root), check="verify")
+
+
 def test_image_folder_missing_or_empty_root_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=f"data.root={tmp_path / 'nowhere'} is not a folder"):
         ImageFolder(root=str(tmp_path / "nowhere"))

@@ -114,7 +114,7 @@ def cell(value: Any) -> str:
     as_number = number(value)
     if as_number is not None:
         return f"{as_number:.4g}"
-    return printable(value if isinstance(value, str) else json.dumps(value) if not isinstance(value, int) else str(value))
+    return printable(value if isinstance(value, str) else json.dumps(value))
 
 
 def printable(text: str, limit: int = 60) -> str:

@@ -85,11 +85,11 @@ def load_method(
     return method.eval()
 
 
-def current_state_dict(checkpoint: dict[str, Any], where: str, versions: Collection[int] | None = None) -> dict:
-    """The checkpoint's state dict in this format's key names: a format of ``RENAMED`` (or ``versions``, when
-    the caller reads only some) has its keys renamed; another version is refused naming it."""
+def current_state_dict(checkpoint: dict[str, Any], where: str) -> dict:
+    """The checkpoint's state dict in this format's key names: a format of ``RENAMED`` has its keys renamed;
+    another version is refused naming it."""
     version = checkpoint.get("zoo_version")
-    readable = {CHECKPOINT_FORMAT, *RENAMED} if versions is None else set(versions)
+    readable = {CHECKPOINT_FORMAT, *RENAMED}
     if version not in readable:
         saved = "no format version (it predates them)" if version is None else f"format version {version}"
         raise ValueError(

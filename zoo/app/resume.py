@@ -37,7 +37,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from zoo.app.command_line import pasteable
-from zoo.loading import CHECKPOINT_FORMAT, RENAMED, current_state_dict, read_weights_only, weight_mismatch
+from zoo.loading import (
+    CHECKPOINT_FORMAT,
+    RENAMED,
+    check_file,
+    current_state_dict,
+    read_weights_only,
+    weight_mismatch,
+)
 
 RESUME_SENSITIVE = ("optimizer", "scheduler")
 """Config keys whose value Lightning takes from the checkpoint, not the config, on resume."""
@@ -94,8 +101,7 @@ def resume_path(resume: str | None, output_dir: str | Path) -> str | None:
             return None
         say(f"resume=auto: continuing from {newest[0]} (step {newest[1]})")
         return str(newest[0])
-    if not Path(resume).is_file():
-        raise FileNotFoundError(f"resume={resume}: no such checkpoint; pass a .ckpt path or resume=auto")
+    check_file(Path(resume), f"resume={resume}", "a .ckpt path, or resume=auto")
     return str(resume)
 
 
@@ -242,4 +248,3 @@ def interrupted(signum: signal.Signals, trainer: L.Trainer, cfg: DictConfig) -> 
 @rank_zero_only
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-

@@ -130,6 +130,12 @@ def grid_index(
     return torch.multinomial(probs, b, replacement=True, generator=generator)
 
 
+def grid_sigmas(schedule: EDM) -> tuple[float, float]:
+    """``(sigma_min, sigma_max)``: sigma at the data end ``t_max`` of the grid (where ``f(z, t_max) = z``) and at
+    its noise end ``t_min``."""
+    return tuple(float(schedule.b(torch.tensor(t, dtype=torch.float64))) for t in (schedule.t_max, schedule.t_min))
+
+
 def multistep_sample(
     f: Callable[[Tensor, Tensor], Tensor],
     shape: Sequence[int],
@@ -141,7 +147,7 @@ def multistep_sample(
     """Multistep consistency sampling (CM, Alg. 1) of a consistency function ``f(z, t)``:
     ``x = f(sigma_max eps, t_min)``, then for each tau of ``taus``: ``x = f(x + sqrt(tau^2 - sigma_min^2) eps, t(tau))``."""
     n = shape[0]
-    sigma_min = float(schedule.b(torch.tensor(schedule.t_max, dtype=torch.float64)))
+    sigma_min, _ = grid_sigmas(schedule)
     z = schedule.prior(tuple(shape), generator=generator, device=device)
     x = f(z, torch.full((n,), schedule.t_min, device=device))
     for tau in taus:
@@ -188,8 +194,7 @@ def multistep_options(overrides: dict[str, Any], schedule: EDM) -> dict[str, Any
         raise ValueError(f"unknown sampler option(s) {unknown}; valid: {', '.join(MULTISTEP_DEFAULTS)}")
     options = {**MULTISTEP_DEFAULTS, **overrides}
     taus = [float(tau) for tau in options["taus"]]
-    lo = float(schedule.b(torch.tensor(schedule.t_max, dtype=torch.float64)))
-    hi = float(schedule.b(torch.tensor(schedule.t_min, dtype=torch.float64)))
+    lo, hi = grid_sigmas(schedule)
     if any(not lo < tau < hi for tau in taus) or any(a <= b for a, b in zip(taus, taus[1:])):
         raise ValueError(
             f"method.sampler.taus={taus}: the intermediate sigmas must decrease strictly inside ({lo:g}, {hi:g})"

@@ -275,4 +275,3 @@ class EDM(Schedule):
         """The zoo time t with ``b(t) = sigma``: the inverse of ``sigma(t)`` (EDM Eq. 5 solved for t)."""
         top, bottom = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
         return (sigma ** (1 / self.rho) - top) / (bottom - top)
-

@@ -48,8 +48,8 @@ class Consistency(Method):
     ``global_step``, with ``s0``, ``s1``, ``mu0`` and ``total_steps`` K, null = the run's optimizer steps).
     ``teacher``: a ``method=diffusion`` checkpoint on EDM with this data shape, in the same latent space
     (distill only); the student net starts from its weights. ``autoencoder``, ``data_shape``,
-    ``cache_latents`` and ``cache_dir`` are ``Diffusion``'s latent space. ``momentum`` is mu of the target network, in [0, 1) (0: iCT, target =
-    online). ``sampler``: ``steps`` (default) and ``taus`` (the intermediate sigmas of multistep sampling).
+    ``cache_latents`` and ``cache_dir`` are ``Diffusion``'s latent space. ``momentum`` is mu of the target
+    network, in [0, 1) (0: iCT, target = online). ``sampler``: ``steps`` (default) and ``taus`` (the intermediate sigmas of multistep sampling).
     """
 
     def __init__(
@@ -135,11 +135,6 @@ class Consistency(Method):
     @property
     def net(self) -> nn.Module:
         return self.student.net
-
-    @property
-    def sigma_min(self) -> float:
-        """sigma at the data end t_max of the grid, where ``f(z, t_max) = z``."""
-        return float(self.schedule.b(torch.tensor(self.schedule.t_max, dtype=torch.float64)))
 
     @property
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:

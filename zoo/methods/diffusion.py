@@ -271,4 +271,3 @@ class Diffusion(Method):
         x = self.space.encode(x, datamodule=self.datamodule())
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         return self.denoiser.embed(x, t, None, layer)
-
