@@ -8,6 +8,8 @@ and 130 too. Path values (``ckpt=``, ``resume=``, ``hydra.run.dir=``, ...) are q
 parser first, so a path holding ``=``, spaces or non-ASCII letters is read as given
 (``zoo.app.command_line``). The configs are the checkout's ``conf/`` or, installed from a wheel, the
 ``conf`` package (``zoo.app.configs``); ``hydra.searchpath=[file://my_confs]`` adds a user's own.
+What the run prints, its error paragraph included, is kept in the run folder's ``run.log`` as plain text
+(``zoo.app.terminal_log``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def run() -> None:
     """
     os.environ.setdefault(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "0"))
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    from zoo.app import terminal_log
+
+    terminal_log.install()  # first: Hydra's and Lightning's log handlers keep the streams they find
     import hydra
     from omegaconf import DictConfig
 
@@ -42,6 +47,7 @@ def run() -> None:
     from zoo.app.configs import hydra_config_path
     from zoo.app.resume import Interrupted
     from zoo.app.run_folder import Escalated
+    from zoo.app.sweep_names import record_swept_keys, register
 
     @hydra.main(config_path=hydra_config_path(), config_name="config", version_base="1.3")
     def hydra_main(cfg: DictConfig) -> float | None:
@@ -50,6 +56,8 @@ def run() -> None:
         return train(cfg)
 
     sys.argv[1:] = quote_paths(sys.argv[1:])
+    register()
+    record_swept_keys(sys.argv[1:])
     try:
         hydra_main()
     except Interrupted as stop:
@@ -59,6 +67,8 @@ def run() -> None:
         fail(escalated.error)
     except Exception as error:
         fail(error)
+    finally:
+        terminal_log.stop()
 
 
 def fail(error: Exception) -> None:

@@ -34,7 +34,9 @@ class SampleGrid(ValidationEndProbe):
     ``D x 2`` (or wider: the first two columns are used) ``projection`` is given, as a matrix or as the
     name of a datamodule attribute holding one (``"P"`` for the manifold datamodules, whose data are
     ``x = P z``). With ``show_data`` the first ``n`` points of the probe train split are drawn behind
-    the samples. Samples are drawn under ``seed`` so that epochs show the same noise.
+    the samples. Samples are drawn under ``seed`` so that epochs show the same noise. A grid whose shorter
+    side is under ``min_size`` pixels is enlarged by a whole factor (nearest neighbour: each pixel a
+    square) until it is not, so that 8 px digits are seen, not an 82 px thumbnail.
     """
 
     def __init__(
@@ -46,9 +48,12 @@ class SampleGrid(ValidationEndProbe):
         projection: Projection | None = None,
         show_data: bool = True,
         tag: str = "samples",
+        min_size: int = 256,
     ) -> None:
         if int(n) < 1:
             raise ValueError(f"SampleGrid: n={n} samples must be >= 1")
+        if int(min_size) < 1:
+            raise ValueError(f"SampleGrid: min_size={min_size} pixels must be >= 1 (1 keeps the grid as drawn)")
         self.n = int(n)
         self.every_n_epochs = check_every_n_epochs(every_n_epochs, "SampleGrid")
         self.sample_kwargs = dict(sample_kwargs or {})
@@ -56,6 +61,7 @@ class SampleGrid(ValidationEndProbe):
         self.projection = projection
         self.show_data = show_data
         self.tag = tag
+        self.min_size = int(min_size)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not isinstance(pl_module, Samples):
@@ -75,7 +81,7 @@ class SampleGrid(ValidationEndProbe):
             return
         if samples.ndim == 4:
             grid = make_grid((samples.clamp(-1, 1) + 1) / 2, nrow=math.ceil(math.sqrt(len(samples))))
-            show(trainer, f"{self.tag}/grid", grid, "SampleGrid")
+            show(trainer, f"{self.tag}/grid", enlarged(grid, self.min_size), "SampleGrid")
         elif samples.ndim == 2:
             figure = self.scatter(samples, self._data(trainer), self._projection_matrix(trainer))
             show(trainer, f"{self.tag}/scatter", figure, "SampleGrid")
@@ -114,6 +120,12 @@ class SampleGrid(ValidationEndProbe):
             return None
         train, _ = trainer.datamodule.probe_dataloaders()
         return next(iter(train))["x"][: self.n].float().cpu()
+
+
+def enlarged(grid: Tensor, min_size: int) -> Tensor:
+    """``grid`` (``C,H,W``) repeated ``k`` times along both axes, the smallest ``k`` with ``k·min(H, W) >= min_size``."""
+    factor = max(1, math.ceil(min_size / min(grid.shape[-2:])))
+    return grid.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
 
 def _plane(x: Tensor, projection: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -12,6 +12,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from torchvision.io import read_image
+from torchvision.utils import make_grid
 
 import callbacks.generative_metrics as generative_metrics
 from callbacks.generative_metrics import GenerativeMetrics, frechet_distance
@@ -170,6 +172,18 @@ def test_csv_logger_alone_gets_the_grid_as_png(tmp_path: Path) -> None:
     fit(NoisyCopies(data.x), data, [SampleGrid(n=4)], CSVLogger(tmp_path, name="", version=""))
     assert not list(tmp_path.rglob("events.out.tfevents*"))
     assert (tmp_path / "figures" / "samples" / "grid" / "1.png").is_file()
+
+
+def test_a_small_grid_is_enlarged_pixel_for_pixel_to_the_minimum_size(tmp_path: Path) -> None:
+    data = TinyData(IMAGE_SHAPE)
+    fit(NoisyCopies(data.x), data, [SampleGrid(n=4, min_size=256)], CSVLogger(tmp_path, name="", version=""))
+    grid = read_image(str(tmp_path / "figures" / "samples" / "grid" / "1.png"))
+    drawn = make_grid(torch.zeros(4, *IMAGE_SHAPE), nrow=2)
+    factor = -(-256 // min(drawn.shape[-2:]))
+    assert min(grid.shape[-2:]) >= 256 and grid.shape[-1] == factor * drawn.shape[-1]
+    assert torch.equal(grid[:, ::factor, ::factor], grid[:, factor - 1 :: factor, factor - 1 :: factor])
+    with pytest.raises(ValueError, match="min_size=0"):
+        SampleGrid(min_size=0)
 
 
 def test_precision_recall_is_one_on_identical_sets_and_zero_far_apart() -> None:

@@ -277,7 +277,7 @@ def test_local_sweep_runs_through_submitit(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
-    assert len(runs) == 2 and runs[0].startswith("0_") and runs[1].startswith("1_"), runs
+    assert runs == ["0_seed-0", "1_seed-1"], runs
     assert (tmp_path / ".submitit").is_dir()
 
 
