@@ -57,10 +57,11 @@ def test_compare_prints_the_good_runs_and_names_the_broken_folder(tmp_path: Path
 def test_compare_survives_anything_in_a_run_folder(tmp_path: Path, capsys) -> None:
     """A 401-digit integer, text, markup and terminal escapes from files: shown as text, escaped, no traceback."""
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "metrics.json").write_text(json.dumps({"val/loss": 1.5, "huge": 10**400, "note": "[bold]x[/]"}))
+    # A ranked name (higher is better): as a number the 401-digit integer would be the best.
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps({"val/loss": 1.5, "probe/knn_top1": 10**400, "note": "[bold]x[/]"}))
     (tmp_path / "a" / "run.json").write_text(json.dumps({"method": "evil\x1b[31mred", "data": "[red]x", "overrides": 3}))
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "metrics.json").write_text(json.dumps({"val/loss": 1.2, "huge": 3.0}))
+    (tmp_path / "b" / "metrics.json").write_text(json.dumps({"val/loss": 1.2, "probe/knn_top1": 3.0}))
     compare.main([str(tmp_path), "--markdown", str(tmp_path / "table.md")])
     out = capsys.readouterr().out
     assert "\x1b[31m" not in out and "\\x1b[31" in out and "[red]x" in out and "[bold]x[/]" in out
