@@ -80,6 +80,6 @@ def shell_commands(text: str) -> list[str]:
 def test_ci_runs_the_readmes_install_and_test_commands_and_nothing_else() -> None:
     """On a fresh machine: one install (torch and torchvision resolve from pyproject's ranges), then pytest."""
     ci = shell_commands((ROOT / ".ci" / "run").read_text())
-    assert ci == ['pip install -e ".[dev]"', "pytest"]
+    assert ci == ['pip install -e ".[dev,wandb,mlflow]"', "pytest"]
     readme = shell_commands((ROOT / "README.md").read_text())
     assert set(ci) <= set(readme) and not [line for line in readme if "torch==" in line]

@@ -11,22 +11,23 @@ Hydra's, the run-folder paths and ``resume``.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.app.configs import command_line
+from zoo.app.configs import command_line, overridden_keys
+from zoo.app.tensorboard_hparams import write_hparams
+from zoo.app.tensorboard_logger import tag_in
 
 CHOICES = ("method", "data", "net", "encoder", "guidance", "experiment", "trainer")
 """The config groups whose choice names the run."""
 
-NOT_HYPERPARAMETERS = ("hydra", "paths", "resume", "ckpt")
+NOT_HYPERPARAMETERS = ("hydra", "paths", "resume", "ckpt", "logger", "print_config")
 """Overrides that say where a run goes or what it continues, not how it trains."""
 
 
@@ -83,15 +84,26 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) 
     """The run's hyperparameters (``zoo.app.hparams``) with the final metrics, so TensorBoard's HParams tab
     compares runs, and ``hparams.yaml`` rewritten with them.
 
-    The metrics go in under ``hp/`` so the curves of the same names keep their own steps. Lightning
-    writes ``hparams.yaml`` once, at fit start, before these are known; it is written again here.
+    TensorBoard gets the summaries of ``zoo.app.tensorboard_hparams``: its HParams tab reads the final
+    metrics from the run's own scalars, so they are not logged again (``train/loss``, Lightning's alias
+    of a value logged as ``train/loss_step`` and ``train/loss_epoch``, is no scalar and no column). Lightning writes ``hparams.yaml``
+    once, at fit start, before these are known; it is written again here. W&B and MLflow get the final
+    metrics at the last step, so that W&B's run summary and MLflow's metrics are ``metrics.json``; W&B's run
+    ends here (wandb holds one run per process, which the next run's ``WandbLogger`` would continue).
     """
     params = hyperparameters(cfg)
+    overridden = [key for key in overridden_keys() if key in params and key not in CHOICES]
     for logger in trainer.loggers:
+        logger.log_hyperparams(params)
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, {f"hp/{k}": v for k, v in metrics.items() if math.isfinite(v)})
-        else:
-            logger.log_hyperparams(params)
+            logged = [name for name in metrics if not {f"{name}_step", f"{name}_epoch"} & metrics.keys()]
+            tags = [tag for name in logged if (tag := tag_in(logger, name)) is not None]
+            first = tag_in(logger, cfg.get("optimized_metric") or "")
+            write_hparams(logger.experiment, params, tags, overridden, first)
+        if isinstance(logger, (MLFlowLogger, WandbLogger)):
+            logger.log_metrics(metrics, trainer.global_step)
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
         if logger.log_dir is not None:
             (Path(logger.log_dir) / "hparams.yaml").unlink(missing_ok=True)
         logger.save()
