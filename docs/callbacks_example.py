@@ -218,11 +218,11 @@ def build_callbacks(data: DigitsData, figure_dir: Path, cache_dir: Path) -> list
     """Every callback an outside project uses, with every constructor argument written out.
 
     Figures (``SampleGrid``, ``WeightGrid``, ``NoiseLevelProbe``) go to TensorBoard as images when the
-    trainer has a TensorBoardLogger; under a CSVLogger (or any logger without TensorBoard) they are PNG
-    files ``<logger.log_dir>/figures/<tag>/<global_step>.png`` instead, and with no logger at all
+    trainer has a TensorBoardLogger (W&B's and MLflow's loggers get them as images too); under a CSVLogger
+    alone they are PNG files ``<logger.log_dir>/figures/<tag>/<global_step>.png`` instead, and with no logger at all
     ``<default_root_dir>/figures/<tag>/<global_step>.png``. ``ProbeMap`` draws only to TensorBoard and,
-    with ``figure_dir``, to ``<figure_dir>/<prefix>.png`` under every logger.
-    W&B/MLflow: see docs/callbacks.md
+    with ``figure_dir``, to ``<figure_dir>/<prefix>.png`` under every logger (docs/callbacks.md, "Where the
+    figures land").
     """
     return [
         # probe/linear_top1: a logistic regression on frozen embed(x) features of the probe train split,
