@@ -4,8 +4,9 @@ By kind: the Lightning callbacks are the modules of this package (probes, statis
 grids, generative metrics, the membership detector); ``callbacks.metrics`` holds the metrics they
 compute as plain functions (and the reference classifier of the generative metrics), which the zoo's
 studies and other projects call directly; ``callbacks.training`` the training infrastructure (EMA, finite
-checkpoints, RNG state, atomic and verified files). ``protocols``, ``features`` and ``figures`` are what
-the callbacks share: the two protocols, feature extraction across ranks, and figure logging.
+checkpoints, RNG state, atomic and verified files). ``protocols``, ``features``, ``progress`` and ``figures``
+are what the callbacks share: the two protocols, feature extraction across ranks, progress bars for work
+outside Lightning's loops, and figure logging; ``sample_count`` is the generative metrics' ``n_samples=auto``.
 """
 
 from callbacks.detection import MemorizationDetector

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
+from callbacks.progress import track
 from callbacks.protocols import Embeds, ProbeData
 
 EmbedFn = Callable[..., Tensor]
@@ -113,11 +114,14 @@ def map_dataset(
 
     Batches are sharded over ranks (``shard_batches``, seeded per batch when ``seed`` is given), the
     results gathered (``gather_objects`` handles uneven and empty shards) and returned on the CPU in
-    dataset order, identical on every rank.
+    dataset order, identical on every rank. Inside ``callbacks.progress.progress_shown`` a bar counts
+    this rank's batches.
     """
     indices: list[int] = []
     local: dict[str, list[Tensor]] = {}
-    for batch_indices, batch in shard_batches(loader, seed, device):
+    rank, world_size = world()
+    total = len(range(rank, len(global_batches(loader)), world_size))
+    for batch_indices, batch in track(shard_batches(loader, seed, device), total, "features"):
         for key, value in batch_fn(batch).items():
             local.setdefault(key, []).append(value.detach().cpu())
         indices.extend(batch_indices)

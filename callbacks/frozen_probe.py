@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from callbacks.features import EmbedFn, ValidationEndProbe
 from callbacks.probe_settings import ProbeSettings
+from callbacks.progress import progress_shown
 
 
 class FrozenFeatureProbe(ValidationEndProbe):
@@ -22,7 +23,8 @@ class FrozenFeatureProbe(ValidationEndProbe):
     **embed_kwargs)`` or ``embed_fn``, gathered across ranks, and scored identically on every rank;
     the value is logged with ``sync_dist=False`` from every rank. ``seed`` fixes torch's RNG per batch
     during extraction (for modules whose ``embed`` draws noise). The six settings are one
-    ``ProbeSettings`` (``settings``). Subclasses set ``metric`` and implement ``score``.
+    ``ProbeSettings`` (``settings``). Subclasses set ``metric`` and implement ``score``. The extraction has a
+    progress bar where the trainer shows its own (``callbacks.progress``).
     """
 
     metric: str
@@ -48,5 +50,6 @@ class FrozenFeatureProbe(ValidationEndProbe):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.settings.due(trainer):
             return
-        features = self.settings.features(pl_module, self.settings.splits(trainer))
+        with progress_shown(self.settings.owner, trainer):
+            features = self.settings.features(pl_module, self.settings.splits(trainer))
         pl_module.log(self.settings.name(self.metric), self.score(*features), sync_dist=False)

@@ -20,15 +20,22 @@ Samples are drawn in chunks of ``batch_size``, chunk ``c`` under ``seed + c`` by
 (and, for a class-conditional module, with labels ``c·batch_size + i mod num_classes``); they are
 gathered in chunk order, and every rank computes the metrics on the same set, so the numbers do not
 depend on the world size.
+
+Where the trainer shows its progress bar (``callbacks.progress``), the sampling and the features have
+bars, and a line before the work says what it will cost, from the time of its first chunk (sampling and
+features): ``generative metrics: 5,000 samples (n_samples=auto: 30 epochs) in 20 chunks, about 4.1 min (12 s
+a chunk)``, and one after it how long it took.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -49,7 +56,9 @@ from callbacks.metrics.frechet_distance import (
 from callbacks.metrics.kernel_distance import kernel_distance
 from callbacks.metrics.memorization import MEMORIZATION_THRESHOLD, memorization_ratio
 from callbacks.metrics.precision_recall import precision_recall
+from callbacks.progress import duration, progress_shown, say, shown, track
 from callbacks.protocols import FitsToData, ProbeData, Samples
+from callbacks.sample_count import AUTO, auto_reason, auto_sample_count
 
 __all__ = ["GenerativeMetrics", "PixelFeatures", "frechet_distance", "kernel_distance"]
 
@@ -104,6 +113,8 @@ class GenerativeMetrics(ValidationEndProbe):
     """Fréchet distance, KID, k-NN precision/recall, class accuracy, memorization ratio and manifold distance.
 
     At every ``every_n_epochs``-th validation epoch end (and the last), ``n_samples`` samples are drawn
+    (``"auto"``: by the trainer's ``max_epochs``, ``callbacks.sample_count``: 5,000 from the default run's
+    30 epochs on, fewer for a shorter run, at least 500)
     with ``pl_module.sample(k, **sample_kwargs)`` in chunks of ``batch_size`` and the ``metrics`` asked
     for are logged (names in the module docstring): ``fid`` gives ``gen/fd_<space>`` with ``_n``, ``_lo``,
     ``_hi`` (the ``interval`` bootstrap interval from ``n_bootstrap`` resamples, each an ``F×F``
@@ -130,7 +141,7 @@ class GenerativeMetrics(ValidationEndProbe):
 
     def __init__(
         self,
-        n_samples: int = 5000,
+        n_samples: int | Literal["auto"] = 5000,
         every_n_epochs: int | None = 1,
         metrics: Sequence[str] = DEFAULT_METRICS,
         feature_net: nn.Module | None = None,
@@ -160,7 +171,12 @@ class GenerativeMetrics(ValidationEndProbe):
             )
         if real_split not in ("train", "val"):
             raise ValueError(f"GenerativeMetrics: real_split={real_split!r} must be 'train' or 'val'")
-        for name, value, low in (("n_samples", n_samples, 2), ("batch_size", batch_size, 1), ("k", k, 1)):
+        if n_samples != AUTO and (isinstance(n_samples, (bool, str)) or int(n_samples) < 2):
+            raise ValueError(
+                f"GenerativeMetrics: n_samples={n_samples!r} must be an integer >= 2 or 'auto' (scaled to the "
+                "run's epochs, callbacks/sample_count.py)"
+            )
+        for name, value, low in (("batch_size", batch_size, 1), ("k", k, 1)):
             if int(value) < low:
                 raise ValueError(f"GenerativeMetrics: {name}={value} must be >= {low}")
         if not 0 < memorization_threshold <= 1:
@@ -172,7 +188,7 @@ class GenerativeMetrics(ValidationEndProbe):
                 f"GenerativeMetrics: n_bootstrap={n_bootstrap} must be 0 (no interval) or >= 2, "
                 f"and interval={interval} in (0, 1)"
             )
-        self.n_samples = int(n_samples)
+        self.n_samples = n_samples if n_samples == AUTO else int(n_samples)
         self.every_n_epochs = check_every_n_epochs(every_n_epochs, "GenerativeMetrics")
         self.feature_net = feature_net
         self.cache_dir = cache_dir
@@ -181,7 +197,7 @@ class GenerativeMetrics(ValidationEndProbe):
         self.batch_size = int(batch_size)
         self.real_split = real_split
         self.real_data = real_data
-        self.n_real = int(n_real or n_samples)
+        self.n_real = int(n_real) if n_real else None
         self.held_out_data = held_out_data
         self.train_data = train_data
         self.distance_fn = distance_fn
@@ -220,13 +236,22 @@ class GenerativeMetrics(ValidationEndProbe):
             self._distance(trainer)
         shape = getattr(trainer.datamodule, "shape", None)
         if shape is not None:
-            self._resolve_features(trainer, images=len(shape) == 3)
+            with progress_shown("generative metrics", trainer):
+                self._resolve_features(trainer, images=len(shape) == 3)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not probe_due(trainer, self.every_n_epochs):
             return
-        values = self.evaluate(trainer, pl_module)
+        with progress_shown("generative metrics", trainer):
+            start = time.perf_counter()
+            values = self.evaluate(trainer, pl_module)
+            seconds = time.perf_counter() - start
+            say(f"generative metrics: {self.sample_count(trainer):,} samples scored in {duration(seconds)}")
         pl_module.log_dict({f"gen/{name}": value for name, value in values.items()}, sync_dist=True)
+
+    def sample_count(self, trainer: L.Trainer) -> int:
+        """``n_samples``, or with ``"auto"`` the count for the trainer's ``max_epochs`` (``auto_sample_count``)."""
+        return auto_sample_count(trainer.max_epochs) if self.n_samples == AUTO else self.n_samples
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """The selected metrics of ``n_samples`` fresh samples, by name (``fd_classifier``, ...)."""
@@ -237,7 +262,7 @@ class GenerativeMetrics(ValidationEndProbe):
             self._resolve_features(trainer, images=samples.ndim == 4)
             space = self._space
             if any(m in self.metrics for m in ("fid", "kid", "precision_recall")):
-                real, fake = self._real(trainer), self._embed(samples)
+                real, fake = self._real(trainer), self._embed(samples, "features of the samples")
                 if "fid" in self.metrics:
                     values.update(self._frechet(trainer, fake))
                 if "kid" in self.metrics:
@@ -266,11 +291,15 @@ class GenerativeMetrics(ValidationEndProbe):
 
     def _samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[Tensor, Tensor | None]:
         """``n_samples`` samples (and their requested labels, for a class-conditional module) in chunks of
-        ``batch_size``, chunk ``c`` drawn under ``seed + c`` by rank ``c mod world``: the same at any world size."""
-        sizes = [min(self.batch_size, self.n_samples - start) for start in range(0, self.n_samples, self.batch_size)]
+        ``batch_size``, chunk ``c`` drawn under ``seed + c`` by rank ``c mod world``: the same at any world size.
+        The first chunk's time gives the estimate line (``say``)."""
+        n = self.sample_count(trainer)
+        sizes = [min(self.batch_size, n - start) for start in range(0, n, self.batch_size)]
         num_classes = conditional_classes(pl_module, self.sample_kwargs)
         local = {}
-        for c in range(trainer.global_rank, len(sizes), trainer.world_size):
+        mine = range(trainer.global_rank, len(sizes), trainer.world_size)
+        for c in track(mine, len(mine), f"sampling {n:,}"):
+            start = time.perf_counter()
             torch.manual_seed(self.seed + c)
             kwargs = dict(self.sample_kwargs)
             labels = None
@@ -281,10 +310,28 @@ class GenerativeMetrics(ValidationEndProbe):
             if len(chunk) != sizes[c]:
                 raise ValueError(f"{type(pl_module).__name__}.sample({sizes[c]}) returned {len(chunk)} samples")
             local[c] = (chunk.float().cpu(), labels)
+            if c == mine[0]:
+                self._say_estimate(trainer, chunk, time.perf_counter() - start, len(mine), len(sizes))
         gathered = {c: pair for shard in gather_objects(local) for c, pair in shard.items()}
         samples = torch.cat([gathered[c][0] for c in range(len(sizes))]).to(self._device)
         labels = torch.cat([gathered[c][1] for c in range(len(sizes))]).to(self._device) if num_classes else None
         return samples, labels
+
+    def _say_estimate(self, trainer: L.Trainer, chunk: Tensor, seconds: float, mine: int, chunks: int) -> None:
+        """The line before the work: samples, chunks, why that many, and the time they will take, from the time of
+        the first chunk (``seconds``) and of its features (the feature net resolved and timed here, when shown)."""
+        if not shown():
+            return
+        features = 0.0
+        if any(m in self.metrics for m in ("fid", "kid", "precision_recall")):
+            self._resolve_features(trainer, images=chunk.ndim == 4)
+            start = time.perf_counter()
+            self._embed(chunk.to(self._device))
+            features = time.perf_counter() - start
+        why = f" ({auto_reason(trainer.max_epochs)})" if self.n_samples == AUTO else ""
+        total = duration(seconds * mine + features * chunks)
+        say(f"generative metrics: {self.sample_count(trainer):,} samples{why} in {chunks} chunks, about {total} "
+            f"({duration(seconds)} a chunk)")
 
     def _resolve_features(self, trainer: L.Trainer, images: bool) -> None:
         if self._resolved:
@@ -323,21 +370,26 @@ class GenerativeMetrics(ValidationEndProbe):
                 self._space = "inception"
         self._resolved = True
 
-    def _embed(self, x: Tensor) -> Tensor:
+    def _embed(self, x: Tensor, what: str | None = None) -> Tensor:
+        """Features of ``x`` in chunks of ``batch_size``, with a bar named ``what`` when given (and shown)."""
         if self._features is None:
             return x.flatten(1).float()
-        return torch.cat([self._features(chunk) for chunk in x.split(self.batch_size)]).float()
+        chunks = x.split(self.batch_size)
+        steps = chunks if what is None else track(chunks, len(chunks), what)
+        return torch.cat([self._features(chunk) for chunk in steps]).float()
 
     def _real(self, trainer: L.Trainer) -> Tensor:
         if self._real_features is None:
             source = self.real_data if self.real_data is not None else _probe_loader(trainer, self.real_split)
-            self._real_features = self._embed_source(source, self.n_real)
+            self._real_features = self._embed_source(source, self.n_real or self.sample_count(trainer), "real")
         return self._real_features
 
-    def _embed_source(self, source: Data, limit: int | None = None) -> Tensor:
-        """Features of the first ``limit`` (all when None) examples of a loader or tensor of ``x``."""
+    def _embed_source(self, source: Data, limit: int | None = None, what: str = "held-out") -> Tensor:
+        """Features of the first ``limit`` (all when None) examples of a loader or tensor of ``x``; a bar
+        ``features of <what> data`` counts its batches."""
         rows, count = [], 0
-        for x in _x_batches(source, self.batch_size):
+        batches = _x_batches(source, self.batch_size)
+        for x in track(batches, _batch_count(source, self.batch_size, limit), f"features of {what} data"):
             rows.append(self._embed(x[: None if limit is None else limit - count].to(self._device)))
             count += len(rows[-1])
             if limit is not None and count >= limit:
@@ -447,6 +499,16 @@ class _InceptionFeatures(nn.Module):
 def _probe_loader(trainer: L.Trainer, split: str) -> DataLoader:
     train, val = trainer.datamodule.probe_dataloaders()
     return train if split == "train" else val
+
+
+def _batch_count(source: Data, batch_size: int, limit: int | None) -> int | None:
+    """How many batches ``_x_batches`` yields until ``limit`` examples (None: all) are read; None if unknown."""
+    size = batch_size if isinstance(source, Tensor) else getattr(source, "batch_size", None)
+    try:
+        count = len(source) if not isinstance(source, Tensor) else math.ceil(len(source) / batch_size)
+    except TypeError:  # a loader over an iterable dataset
+        return None
+    return count if limit is None or not size else min(count, math.ceil(limit / size))
 
 
 def _x_batches(source: Data | Iterable, batch_size: int) -> Iterator[Tensor]:

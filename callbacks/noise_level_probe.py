@@ -32,6 +32,7 @@ from callbacks.figures import show
 from callbacks.metrics.curve_shape import curve_shape
 from callbacks.metrics.linear import linear_probe_accuracy
 from callbacks.probe_settings import ProbeSettings
+from callbacks.progress import progress_shown, track
 
 DEFAULT_LEVELS = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
 
@@ -60,7 +61,8 @@ class NoiseLevelProbe(ValidationEndProbe):
     figure ``{prefix}/curve`` to every TensorBoard logger, or a PNG under the run folder's ``figures/`` (rank zero). Runs every ``every_n_epochs``
     epochs and at the last epoch. For each level, the probe train/val features are extracted with
     torch's RNG seeded per batch (``seed + batch index``), so the noise the module draws inside
-    ``embed`` is the same at every level, on every run and at every world size.
+    ``embed`` is the same at every level, on every run and at every world size. Where the trainer shows its
+    progress bar, the levels and each extraction have bars (``callbacks.progress``).
 
     Raises a ValueError at fit/validate start when ``embed`` does not take ``t`` or its output on one
     batch does not change between the lowest and highest level.
@@ -134,13 +136,14 @@ class NoiseLevelProbe(ValidationEndProbe):
             return
         loaders = self.settings.splits(trainer)
         accuracies = []
-        for t in self.levels:
-            train_feats, train_y, val_feats, val_y = self.settings.features(pl_module, loaders, t=t)
-            accuracy = linear_probe_accuracy(
-                train_feats, train_y, val_feats, val_y, weight_decay=self.weight_decay, max_iter=self.max_iter
-            )
-            accuracies.append(accuracy)
-            pl_module.log(self.settings.name(f"top1_t{t:g}"), accuracy, sync_dist=False)
+        with progress_shown(self.settings.owner, trainer):
+            for t in track(self.levels, len(self.levels), "noise levels"):
+                train_feats, train_y, val_feats, val_y = self.settings.features(pl_module, loaders, t=t)
+                accuracy = linear_probe_accuracy(
+                    train_feats, train_y, val_feats, val_y, weight_decay=self.weight_decay, max_iter=self.max_iter
+                )
+                accuracies.append(accuracy)
+                pl_module.log(self.settings.name(f"top1_t{t:g}"), accuracy, sync_dist=False)
         best = max(range(len(accuracies)), key=lambda i: (accuracies[i], self.levels[i]))
         shape = curve_shape(self.levels, accuracies, self.tolerance)
         pl_module.log(self.settings.name("best_t"), self.levels[best], sync_dist=False)

@@ -11,6 +11,7 @@ split, and scores them on the probe val split. It works on any module whose ``em
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from callbacks.metrics.knn import knn_accuracy
 from callbacks.metrics.linear import linear_probe_accuracy
 from callbacks.noise_level_probe import DEFAULT_LEVELS
 from callbacks.probe_settings import ProbeSettings
+from callbacks.progress import progress_shown, track
 
 
 @dataclass(frozen=True)
@@ -79,21 +81,22 @@ def probe_map(
     embed_kwargs: Mapping[str, Any] | None = None,
     embed_fn: EmbedFn | None = None,
 ) -> ProbeMapResult:
-    """Linear-probe and kNN top-1 (val split) of noise-averaged features at every ``(layer, level)`` cell."""
+    """Linear-probe and kNN top-1 (val split) of noise-averaged features at every ``(layer, level)`` cell
+    (inside ``callbacks.progress.progress_shown``, a bar counts the cells)."""
     if select not in ("linear", "knn"):
         raise ValueError(f"select={select!r}: the best cell is chosen by 'linear' or 'knn' accuracy")
     linear = torch.zeros(len(layers), len(levels), dtype=torch.float64)
     knn = torch.zeros_like(linear)
-    for i, layer in enumerate(layers):
-        for j, t in enumerate(levels):
-            kwargs = {**(embed_kwargs or {}), "t": t, "layer": layer}
-            train_feats, train_y = noise_averaged_features(module, loaders[0], draws, kwargs, embed_fn, seed)
-            labeled(train_feats, train_y, "train", "ProbeMap")
-            val_feats, val_y = noise_averaged_features(module, loaders[1], draws, kwargs, embed_fn, seed)
-            linear[i, j] = linear_probe_accuracy(
-                train_feats, train_y, val_feats, val_y, weight_decay=weight_decay, max_iter=max_iter
-            )
-            knn[i, j] = knn_accuracy(train_feats, train_y, val_feats, val_y, k=k, temperature=temperature)
+    cells = list(itertools.product(range(len(layers)), range(len(levels))))
+    for i, j in track(cells, len(cells), "cells (block x noise level)"):
+        kwargs = {**(embed_kwargs or {}), "t": levels[j], "layer": layers[i]}
+        train_feats, train_y = noise_averaged_features(module, loaders[0], draws, kwargs, embed_fn, seed)
+        labeled(train_feats, train_y, "train", "ProbeMap")
+        val_feats, val_y = noise_averaged_features(module, loaders[1], draws, kwargs, embed_fn, seed)
+        linear[i, j] = linear_probe_accuracy(
+            train_feats, train_y, val_feats, val_y, weight_decay=weight_decay, max_iter=max_iter
+        )
+        knn[i, j] = knn_accuracy(train_feats, train_y, val_feats, val_y, k=k, temperature=temperature)
     return ProbeMapResult(list(layers), [float(t) for t in levels], linear, knn, select)
 
 
@@ -130,7 +133,8 @@ class ProbeMap(L.Callback):
     ``{prefix}/best_layer``, ``{prefix}/best_t``, ``{prefix}/best_linear_top1`` and
     ``{prefix}/best_knn_top1`` (the best cell by ``select``), the heatmaps as ``{prefix}/map`` to every
     TensorBoard logger and, with ``figure_dir``, as ``{figure_dir}/{prefix}.png`` (rank zero). The
-    latest map is kept as ``self.result``. Raises a ValueError at setup when ``embed`` does not take
+    latest map is kept as ``self.result``. Where the trainer shows its progress bar, the cells and each
+    extraction have bars (``callbacks.progress``). Raises a ValueError at setup when ``embed`` does not take
     ``t`` and ``layer``, or when ``layers`` is None and the module has no ``num_blocks``.
     """
 
@@ -195,18 +199,19 @@ class ProbeMap(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.settings.due(trainer):
             return
-        result = probe_map(
-            pl_module,
-            self.settings.splits(trainer),
-            self._layers(pl_module),
-            self.levels,
-            self.draws,
-            self.settings.seed,
-            select=self.select,
-            embed_kwargs=self.settings.embed_kwargs,
-            embed_fn=self.settings.embed_fn,
-            **self.probe,
-        )
+        with progress_shown(self.settings.owner, trainer):
+            result = probe_map(
+                pl_module,
+                self.settings.splits(trainer),
+                self._layers(pl_module),
+                self.levels,
+                self.draws,
+                self.settings.seed,
+                select=self.select,
+                embed_kwargs=self.settings.embed_kwargs,
+                embed_fn=self.settings.embed_fn,
+                **self.probe,
+            )
         self.result = result
         for i, layer in enumerate(result.layers):
             for j, t in enumerate(result.levels):

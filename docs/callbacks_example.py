@@ -221,8 +221,8 @@ def build_callbacks(data: DigitsData, figure_dir: Path, cache_dir: Path) -> list
     trainer has a TensorBoardLogger (W&B's and MLflow's loggers get them as images too); under a CSVLogger
     alone they are PNG files ``<logger.log_dir>/figures/<tag>/<global_step>.png`` instead, and with no logger at all
     ``<default_root_dir>/figures/<tag>/<global_step>.png``. ``ProbeMap`` draws only to TensorBoard and,
-    with ``figure_dir``, to ``<figure_dir>/<prefix>.png`` under every logger (docs/callbacks.md, "Where the
-    figures land").
+    with ``figure_dir``, to ``<figure_dir>/<prefix>.png`` under every logger (docs/callbacks.md, "Figures
+    under each logger").
     """
     return [
         # probe/linear_top1: a logistic regression on frozen embed(x) features of the probe train split,

@@ -145,6 +145,14 @@ CASES = {
     "label_dropout_above_one": (lambda t, d: ["method.label_dropout=1.5"], r"method\.label_dropout=1\.5: .*\[0, 1\]"),
     "learning_rate_infinite": (lambda t, d: ["method.optimizer.lr=inf"], r"method\.optimizer\.lr=inf"),
     "unknown_precision": (lambda t, d: ["trainer.precision=17"], r"trainer\.precision=17"),
+    "generative_samples_too_few": (
+        lambda t, d: ["callbacks.generative.n_samples=1"],
+        r"callbacks\.generative\.n_samples=1: .*takes 'auto' or an integer >= 2",
+    ),
+    "generative_samples_a_word": (
+        lambda t, d: ["callbacks.generative.n_samples=many"],
+        r"callbacks\.generative\.n_samples=many: .*takes int or one of 'auto'",
+    ),
     # Failing early: a broken image, a study's later sub-run, an unwritable cache.
     "image_with_broken_data_stream": (
         lambda t, d: ["data=image_folder", f"data.root={broken_images(t)}", "data.image_size=8", "method=dae"],

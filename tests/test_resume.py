@@ -88,3 +88,4 @@ def test_a_signal_ends_the_run_non_zero_naming_the_last_checkpoint(tmp_path: Pat
     assert newest.parent == out / "checkpoints" and f"last checkpoint {newest} (step {step})" in line, line
     assert signum.name in line and "resume=auto" in line and f"hydra.run.dir={out}" in line
     assert "Traceback" not in stderr
+    assert line in (out / "run.log").read_text(), "run.py's last line is kept in run.log too"

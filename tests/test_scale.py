@@ -142,6 +142,9 @@ def test_ddp_run_writes_one_run_folder(ddp_run: Path) -> None:
     assert len(list(ddp_run.rglob("run.json"))) == 1 and len(list(ddp_run.rglob("config.yaml"))) == 1
     assert len(list(folder.glob("events.out.tfevents.*"))) >= 1
     assert (folder / "checkpoints" / "last.ckpt").is_file()
+    # The terminal's output is kept by rank zero alone.
+    assert list(ddp_run.rglob("run.log")) == [folder / "run.log"]
+    assert (folder / "run.log").read_text().count("final metrics") == 1
 
 
 def one_process_figures(root: Path, make_config) -> tuple[dict[str, float], dict[str, float]]:

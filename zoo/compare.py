@@ -138,7 +138,17 @@ def last_scalars(folder: Path) -> dict[str, float]:
 
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     events.Reload()
-    return {tag: events.Scalars(tag)[-1].value for tag in events.Tags().get("scalars", [])}
+    return {logged_name(tag): events.Scalars(tag)[-1].value for tag in events.Tags().get("scalars", [])}
+
+
+def logged_name(tag: str) -> str:
+    """The name a TensorBoard tag was logged under: the zoo's TensorBoard logger writes ``<stage>/loss<rest>``
+    as ``Loss/<stage><rest>`` (``zoo/app/tensorboard_logger.py``), so ``Loss/val`` is ``val/loss`` again."""
+    group, _, rest = tag.partition("/")
+    if group != "Loss" or not rest:
+        return tag
+    stage, underscore, suffix = rest.partition("_")
+    return f"{stage}/loss{underscore}{suffix}"
 
 
 def settings(run: Run) -> dict[str, str]:

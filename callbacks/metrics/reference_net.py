@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from callbacks.features import batch_xy, gather_objects, world
+from callbacks.progress import track
 from callbacks.protocols import ProbeData
 from callbacks.training.files import atomic_torch_save, tensor_digest
 
@@ -284,7 +285,7 @@ class ReferenceNet(nn.Module):
             schedule = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=recipe["lr"], total_steps=recipe["epochs"] * len(batches)
             )
-            for _ in range(recipe["epochs"]):
+            for _ in track(range(recipe["epochs"]), recipe["epochs"], "training the reference classifier (once: cached)"):
                 for batch in batches:
                     x, y = batch_xy(batch)
                     keep = y >= 0

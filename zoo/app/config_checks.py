@@ -13,6 +13,7 @@ that first reads it (``method.terms.align.encoder.ckpt``).
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import inspect
 import json
 import math
@@ -34,7 +35,9 @@ from zoo.app.configs import command_line, conf_dir, locate, overridden_keys
 FILLED_BY_THE_RUN = ("shape", "num_classes")
 """Top-level ``???`` keys that ``zoo.app.train.build`` fills from the datamodule."""
 
-TOP_LEVEL: dict[str, Any] = {"seed": int, "n": int, "sample_batch_size": int, "compile": bool, "test": bool}
+TOP_LEVEL: dict[str, Any] = {
+    "seed": int, "n": int, "sample_batch_size": int, "compile": bool, "test": bool, "print_config": bool
+}
 """The types of the top-level keys of ``conf/config.yaml`` that take a plain value."""
 
 
@@ -52,6 +55,23 @@ def check_run(cfg: DictConfig) -> None:
     if task not in TASKS:
         raise ValueError(f"task={task}: choose one of {', '.join(TASKS)}")
     check_writable(cfg)
+    check_logger_packages(cfg)
+
+
+LOGGER_EXTRAS = {"lightning.pytorch.loggers.WandbLogger": "wandb", "lightning.pytorch.loggers.MLFlowLogger": "mlflow"}
+"""The loggers whose package is one of the zoo's extras (pyproject.toml), by ``_target_``: the extra's name is the
+package's."""
+
+
+def check_logger_packages(cfg: DictConfig) -> None:
+    """A ValueError naming the extra to install for a logger whose package is missing, before anything is built."""
+    for key, node in (cfg.get("logger") or {}).items():
+        extra = LOGGER_EXTRAS.get(node.get("_target_")) if node is not None else None
+        if extra is not None and importlib.util.find_spec(extra) is None:
+            raise ValueError(
+                f"logger.{key} ({node._target_}) needs the package {extra}, which is not installed: "
+                f'pip install -e ".[{extra}]" (or pip install {extra}), or choose another logger (logger=tensorboard)'
+            )
 
 
 def check_override_types(cfg: DictConfig, overrides: list[str] | None = None) -> None:

@@ -144,7 +144,7 @@ RANGES: dict[str, Allowed] = {
     "data.n_train": Allowed(int, low=1, nullable=True),
     "data.train_repeats": COUNT,
     # Callbacks.
-    "callbacks.generative.n_samples": COUNT,
+    "callbacks.generative.n_samples": Allowed(int, low=2, also=("auto",), means="how many samples the generative metrics draw"),
     "callbacks.generative.batch_size": COUNT,
     "callbacks.generative.interval": Allowed(float, low=0, high=1, open=("low", "high")),
     "callbacks.ema.decay": PROBABILITY,

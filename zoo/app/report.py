@@ -1,9 +1,10 @@
-"""Rich output of a run: the resolved config as a tree, the final metrics as a table."""
+"""Rich output of a run: where the resolved config is (or the config itself, as a tree), the final metrics as a table."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.syntax import Syntax
@@ -11,6 +12,17 @@ from rich.table import Table
 from rich.tree import Tree
 
 console = Console()
+
+
+def print_config_file() -> None:
+    """One line naming the resolved config Hydra wrote for this run (``<run folder>/.hydra/config.yaml``), if any."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    folder = OmegaConf.select(hydra, "runtime.output_dir") if hydra is not None else None
+    if folder is None or hydra.output_subdir is None:
+        return
+    path = Path(folder) / hydra.output_subdir / "config.yaml"
+    if path.is_file():
+        console.print(f"resolved config: {path} (print_config=true prints it here)", soft_wrap=True, highlight=False)
 
 
 def print_config(cfg: DictConfig) -> None:

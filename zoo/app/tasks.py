@@ -1,7 +1,8 @@
 """The command-line tasks on a trained checkpoint: ``task=sample`` and ``task=eval``.
 
 ``python run.py task=sample ckpt=<path> n=64`` rebuilds the method from the checkpoint alone
-(``load_method``), draws ``n`` samples and writes ``samples.png`` (a grid; a scatter for vectors) and
+(``load_method``), draws ``n`` samples (a progress bar counts the batches, unless ``~callbacks.progress``
+or ``trainer.enable_progress_bar=false``) and writes ``samples.png`` (a grid; a scatter for vectors) and
 ``samples.npz`` into the run folder: ``arr_0`` the samples (images as uint8 ``N, H, W, C``, the ADM
 evaluator's layout; vectors as float32 ``N, D``) and ``arr_1`` their labels (-1 when unconditional).
 Every ``method.sampler.*`` given on the command line (steps, name, eta, CFG scale and interval,
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 from torchvision.utils import save_image
 
+from callbacks.progress import progress_shown, track
 from zoo.app.configs import overridden_keys
 from zoo.loading import Has, check_file, load_method
 
@@ -65,8 +67,9 @@ def sample_task(cfg: DictConfig) -> dict[str, float]:
     samples, labels = [], []
     batch = int(cfg.sample_batch_size)
     num_classes = int(getattr(method, "num_classes", 0))
-    with torch.no_grad():
-        for start in range(0, n, batch):
+    starts = range(0, n, batch)
+    with torch.no_grad(), progress_shown("task=sample", progress_bar_on(cfg)):
+        for start in track(starts, len(starts), f"sampling {n:,}"):
             size = min(batch, n - start)
             y = (torch.arange(start, start + size) % num_classes) if num_classes else None
             samples.append(method.sample(size, y=y, generator=generator, **overrides).float().cpu())
@@ -78,6 +81,13 @@ def sample_task(cfg: DictConfig) -> dict[str, float]:
     summary = {"n": float(n), "finite_fraction": float(torch.isfinite(x).flatten(1).all(1).float().mean())}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
+
+
+def progress_bar_on(cfg: DictConfig) -> bool:
+    """Whether the config shows a progress bar, as a trainer built from it would: a ``callbacks.progress`` and
+    ``trainer.enable_progress_bar`` not false."""
+    progress = (cfg.get("callbacks") or {}).get("progress")
+    return progress is not None and cfg.trainer.get("enable_progress_bar", True) is not False
 
 
 def write_samples(x: Tensor, y: Tensor, folder: Path) -> None:

@@ -4,7 +4,10 @@
 method's net with ``compile=true``); ``fit`` runs one training run into ``cfg.paths.output_dir``, or
 with ``task=eval ckpt=<path>`` validates and tests a checkpoint without training; ``main``
 dispatches to ``task=sample`` (``zoo.app.tasks``), to an experiment's study (a function that runs several
-fits and writes its table) or to one ``fit``, then prints the summary. Under DDP every rank runs all of it; files are written by rank 0.
+fits and writes its table) or to one ``fit``, then prints the summary; what it prints is kept in the run
+folder's ``run.log`` (``zoo.app.terminal_log``). The resolved config is printed only with
+``print_config=true``; otherwise one line says where Hydra wrote it. Under DDP every rank runs all of it;
+files are written by rank 0.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from zoo.app import report, resume, tasks
+from zoo.app import report, resume, tasks, terminal_log
 from zoo.app.config_checks import check_launch, check_run, check_slots, check_views
 from zoo.app.hparams import final_metrics, log_hparams
 from zoo.app.run_folder import (
@@ -128,7 +131,8 @@ def fit_trusting(cfg: DictConfig, info: dict[str, Any] | None) -> dict[str, floa
     if path is not None:
         resume.check_resume(path, method, f"resume={cfg.resume}", folder_run_id=read_run_id(out))
     if trainer.is_global_zero:
-        report.print_config(cfg)
+        if cfg.get("print_config"):
+            report.print_config(cfg)
         if train:
             write_record(out, record)
     if train:
@@ -149,8 +153,12 @@ def fit_trusting(cfg: DictConfig, info: dict[str, Any] | None) -> dict[str, floa
 
 def main(cfg: DictConfig) -> float | None:
     """Run ``task=sample``, the experiment's study if it has one, or one fit; print the summary; return
-    the metric."""
+    the metric. Rank zero keeps what the process prints in ``<run folder>/run.log``, to the end of a run that
+    ends well (of a failed one, ``run.py`` stops it once it has printed the error)."""
     check_run(cfg)
+    if launched_as_rank_zero():
+        terminal_log.keep_in(Path(cfg.paths.output_dir) / "run.log")
+        report.print_config_file()
     task = cfg.get("task", "fit")
     with trusting(bool(cfg.get("trust_checkpoint"))):
         if task == "sample":
@@ -161,5 +169,6 @@ def main(cfg: DictConfig) -> float | None:
             metrics = fit(cfg)
     if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
         report.print_summary(metrics, cfg.paths.output_dir)
+    terminal_log.stop()
     value = metrics.get(cfg.get("optimized_metric") or "")
     return float(value) if value is not None else None
