@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from zoo import compare
+from zoo.app.hparams import hyperparameters
 from zoo.app.train import fit
 
 TINY = ["method=dae", "trainer=debug", "+test=false"]
@@ -87,3 +88,10 @@ def test_compare_ends_on_ctrl_c_with_one_line(tmp_path: Path, capsys, monkeypatc
     with pytest.raises(SystemExit) as stop:
         compare.main([str(tmp_path)])
     assert stop.value.code == 130 and capsys.readouterr().err == "interrupted by SIGINT\n"
+
+
+def test_logger_settings_and_the_config_dump_are_no_hyperparameters(make_config) -> None:
+    overrides = ["method=dae", "logger.tensorboard.default_hp_metric=true", "print_config=true", "method.hidden=20"]
+    params = hyperparameters(make_config(*overrides), overrides)
+    assert params["method.hidden"] == 20
+    assert not [key for key in params if key.startswith(("logger", "print_config"))], params
