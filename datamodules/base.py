@@ -270,13 +270,16 @@ class ZooDataModule(L.LightningDataModule):
 
     Subclasses implement ``_splits()`` returning ``(train, val, test)`` datasets of ``(x01, y)``
     pairs with ``x01`` in [0, 1], and set ``shape`` and ``num_classes`` in ``__init__``.
-    ``views`` names a two-view SSL recipe from ``datamodules.views`` (``mocov2`` or ``mocov3``);
+    ``views`` names a two-view SSL recipe from ``datamodules.views`` (``mocov2`` or ``mocov3``), ``crop_min``
+    replaces its smallest crop scale;
     ``augment`` a single-view training transform recipe (``flip`` or none).
     ``train_repeats`` makes one training epoch ``k`` passes over the training split, each in a fresh
     random order, with batches of at most one pass: thousands of steps on a few images (the
     memorization studies) then cost thousands of batches, not thousands of Lightning epochs.
     ``batched`` (default) serves in-memory splits a batch at a time, on the trainer's device, with
     batched augmentation; ``batched=False`` serves them item by item like an image folder.
+    ``probe_size`` caps what ``probe_dataloaders`` serve to a seeded random subset of that many images of
+    each split: the probe callbacks on a large set (a layer x noise-level map of 60,000 images is hours).
     """
 
     shape: tuple[int, ...]
@@ -293,10 +296,14 @@ class ZooDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         train_repeats: int = 1,
         batched: bool = True,
+        probe_size: int | None = None,
+        crop_min: float | None = None,
     ) -> None:
         super().__init__()
         if train_repeats < 1:
             raise ValueError(f"data.train_repeats={train_repeats}: the passes per training epoch must be >= 1")
+        if probe_size is not None and probe_size < 1:
+            raise ValueError(f"data.probe_size={probe_size}: give the images per probe split (>= 1) or null for all")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.num_workers = num_workers
@@ -306,6 +313,8 @@ class ZooDataModule(L.LightningDataModule):
         self.n_train = n_train
         self.train_repeats = train_repeats
         self.batched = batched
+        self.probe_size = probe_size
+        self.crop_min = crop_min
         self._data: tuple[Dataset, Dataset, Dataset] | None = None
         self._moved: tuple[torch.device, tuple[Dataset, ...]] | None = None
 
@@ -339,7 +348,7 @@ class ZooDataModule(L.LightningDataModule):
 
     def _transforms(self) -> tuple[Transform | None, list[Transform] | None]:
         """The training transforms; unknown recipe names fail here, before any data is read."""
-        views = two_views(self.views, self.shape) if self.views else None
+        views = two_views(self.views, self.shape, self.crop_min) if self.views else None
         return single_view(self.augment, self.shape), views
 
     def _serves_batches(self, split: Dataset) -> bool:
@@ -361,7 +370,7 @@ class ZooDataModule(L.LightningDataModule):
     def _dataset(self, split: Dataset, augmented: bool) -> Dataset:
         """``split`` as batch dicts: whole batches of an in-memory split, else item by item."""
         if self._serves_batches(split):
-            views = batched_two_views(self.views, self.shape) if augmented and self.views else None
+            views = batched_two_views(self.views, self.shape, self.crop_min) if augmented and self.views else None
             single = batched_single_view(self.augment, self.shape) if augmented else None
             return TensorBatchDataset(split, single, views)
         single, views = self._transforms() if augmented else (None, None)
@@ -407,12 +416,20 @@ class ZooDataModule(L.LightningDataModule):
         return self._loader(dataset, shuffle=False, batch_size=self.eval_batch_size)
 
     def probe_dataloaders(self) -> tuple[DataLoader, DataLoader]:
-        """Clean, labeled, unaugmented, unshuffled ``(train, val)`` loaders for probes, on the host."""
-        train, val, _ = self.splits
+        """Clean, labeled, unaugmented, unshuffled ``(train, val)`` loaders for probes, on the host (at most
+        ``probe_size`` images of each)."""
+        train, val = (self._probe_subset(split) for split in self.splits[:2])
         return (
             self._loader(self._dataset(train, augmented=False), shuffle=False, batch_size=self.eval_batch_size),
             self._loader(self._dataset(val, augmented=False), shuffle=False, batch_size=self.eval_batch_size),
         )
+
+    def _probe_subset(self, split: Dataset) -> Dataset:
+        if self.probe_size is None or self.probe_size >= len(split):
+            return split
+        generator = torch.Generator().manual_seed(self.seed)
+        keep = torch.randperm(len(split), generator=generator)[: self.probe_size].sort().values
+        return split.subset(keep) if isinstance(split, TensorSamples) else Subset(split, keep.tolist())
 
     def train_tensor(self) -> tuple[Tensor, Tensor]:
         """The whole (subset) training split as ``(x, y)`` tensors in [-1, 1], unaugmented, on the host."""

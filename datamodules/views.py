@@ -48,7 +48,7 @@ def batched_single_view(name: str | None, shape: Sequence[int]) -> BatchedView |
     return None if single_view(name, shape) is None else flip_only(0.5)
 
 
-def two_views(name: str, shape: Sequence[int]) -> list[Transform]:
+def two_views(name: str, shape: Sequence[int], crop_min: float | None = None) -> list[Transform]:
     """The two SSL view transforms ``data.views`` (``mocov2``, ``mocov3`` and their ``_noflip`` forms).
 
     ``mocov2``: MoCo v2's aug+ (Chen et al. 2020, arXiv 2003.04297, §3), the same distribution for
@@ -58,32 +58,38 @@ def two_views(name: str, shape: Sequence[int]) -> list[Transform]:
     ``facebookresearch/moco-v3`` main_moco.py): RandomResizedCrop scale [0.08, 1],
     ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2, flip; view 1 blurs with p 1.0,
     view 2 blurs with p 0.1 and solarizes with p 0.2.
+    ``crop_min`` replaces the recipe's smallest crop scale (``data.crop_min``).
     """
-    recipes = _two_view_recipes(name, shape)
+    recipes = _two_view_recipes(name, shape, crop_min)
     view = _moco_view(shape, **recipes[0])
     return [view, view] if recipes[0] == recipes[1] else [view, _moco_view(shape, **recipes[1])]
 
 
-def batched_two_views(name: str, shape: Sequence[int]) -> list[BatchedView]:
+def batched_two_views(name: str, shape: Sequence[int], crop_min: float | None = None) -> list[BatchedView]:
     """``two_views``' recipes as batched ops: per-image crop, jitter, grayscale, blur, solarize and flip."""
-    return [_batched_moco_view(shape, **recipe) for recipe in _two_view_recipes(name, shape)]
+    return [_batched_moco_view(shape, **recipe) for recipe in _two_view_recipes(name, shape, crop_min)]
 
 
-def _two_view_recipes(name: str, shape: Sequence[int]) -> list[dict]:
-    """The keyword arguments of the two views of recipe ``name``."""
+def _two_view_recipes(name: str, shape: Sequence[int], crop_min: float | None = None) -> list[dict]:
+    """The keyword arguments of the two views of recipe ``name`` (``crop_min``: the smallest crop scale, else
+    the recipe's)."""
     if name not in TWO_VIEW_RECIPES:
         raise ValueError(
             f"data.views={name!r} is not a known recipe; use one of {list(TWO_VIEW_RECIPES)} or null"
         )
     _require_image(shape, "data.views", name)
+    if crop_min is not None and not 0 < crop_min <= 1:
+        raise ValueError(f"data.crop_min={crop_min}: the smallest crop scale is in (0, 1], or null for the recipe's")
     flip = not name.endswith("_noflip")
     if name.startswith("mocov2"):
         view = {"crop_min": 0.2, "saturation": 0.4, "blur_p": 0.5, "solarize_p": 0.0, "flip": flip}
-        return [view, view]
-    return [
-        {"crop_min": 0.08, "saturation": 0.2, "blur_p": 1.0, "solarize_p": 0.0, "flip": flip},
-        {"crop_min": 0.08, "saturation": 0.2, "blur_p": 0.1, "solarize_p": 0.2, "flip": flip},
-    ]
+        views = [view, view]
+    else:
+        views = [
+            {"crop_min": 0.08, "saturation": 0.2, "blur_p": 1.0, "solarize_p": 0.0, "flip": flip},
+            {"crop_min": 0.08, "saturation": 0.2, "blur_p": 0.1, "solarize_p": 0.2, "flip": flip},
+        ]
+    return views if crop_min is None else [{**view, "crop_min": crop_min} for view in views]
 
 
 def blur_kernel_size(side: int) -> int:

@@ -65,3 +65,17 @@ def unbroken_and_resumed(make_config: Callable[..., DictConfig], folder: Path, *
         torch.load(folder / run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         for run in ("unbroken", "resumed")
     )
+
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture
+def fashion_mnist() -> Path:
+    """Debian's dataset-fashion-mnist folder; a test using it skips where the package is missing, and fails under
+    CI, which installs it through .ci/run."""
+    if not DEBIAN_FASHION.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{DEBIAN_FASHION} is missing under CI: .ci/run installs dataset-fashion-mnist")
+        pytest.skip("apt-get install dataset-fashion-mnist puts Fashion-MNIST in /usr/share/datasets/fashion-mnist")
+    return DEBIAN_FASHION

@@ -23,7 +23,8 @@ if not torch.cuda.is_available():
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The group's options, those in subfolders as ``<folder>/<name>`` (``experiment=fashion/moco``)."""
+    return sorted(p.relative_to(CONF / group).with_suffix("").as_posix() for p in (CONF / group).rglob("*.yaml"))
 
 
 CASES = [(group, option) for group in GROUPS for option in options(group)]

@@ -15,12 +15,8 @@ from callbacks.metrics.detection import (
     per_sample_l4_l2,
     per_sample_std,
 )
-from callbacks.metrics.shape_verdict import (
-    band_figure,
-    bootstrap_curves,
-    cross_validated_correct,
-    shape_verdict,
-)
+from callbacks.metrics.hierarchical_bootstrap import bootstrap_curves
+from callbacks.metrics.shape_verdict import band_figure, cross_validated_correct, shape_verdict
 
 LEVELS = [0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95]
 

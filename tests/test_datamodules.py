@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import struct
 from pathlib import Path
@@ -115,16 +114,9 @@ def test_gzipped_idx_files_are_read_directly(tmp_path: Path) -> None:
     assert torch.equal(test.x[:, 0], torch.from_numpy(arrays["t10k-images-idx3-ubyte"]))
 
 
-DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-def test_fashion_mnist_is_found_in_debians_package(tmp_path: Path) -> None:
+def test_fashion_mnist_is_found_in_debians_package(tmp_path: Path, fashion_mnist: Path) -> None:
     """The real Fashion-MNIST, from Debian's dataset-fashion-mnist, with no data.root: 6,000 train and 1,000
-    test images per class. Under CI (which installs the package through .ci/run) its absence fails."""
-    if not DEBIAN_FASHION.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{DEBIAN_FASHION} is missing under CI: .ci/run installs dataset-fashion-mnist")
-        pytest.skip("apt-get install dataset-fashion-mnist puts Fashion-MNIST in /usr/share/datasets/fashion-mnist")
+    test images per class."""
     train, val, test = FashionMNIST(root=str(tmp_path)).splits
     assert (len(train), len(val), len(test)) == (54_000, 6_000, 10_000)
     assert torch.bincount(torch.cat([train.y, val.y])).tolist() == [6_000] * 10
@@ -230,6 +222,31 @@ def test_n_train_keeps_a_seeded_subset_and_rejects_too_many(tmp_path: Path) -> N
     torch.testing.assert_close(data.train_tensor()[0], again.train_tensor()[0])
     with pytest.raises(ValueError, match=r"n_train=46 .* 45 training samples.*data\.n_train"):
         MNIST(root=str(tmp_path), n_train=46).setup()
+
+
+def test_probe_size_caps_the_probe_loaders_to_a_seeded_subset(tmp_path: Path) -> None:
+    write_mnist(tmp_path)
+
+    def probe_images(**kw) -> list[torch.Tensor]:
+        loaders = MNIST(root=str(tmp_path), seed=3, **kw).probe_dataloaders()
+        return [torch.cat([batch["x"] for batch in loader]) for loader in loaders]
+
+    full, capped = probe_images(), probe_images(probe_size=4)
+    assert [len(x) for x in full] == [45, 5] and [len(x) for x in capped] == [4, 4]
+    assert all(any(torch.equal(image, other) for other in full[0]) for image in capped[0])
+    torch.testing.assert_close(capped[0], probe_images(probe_size=4)[0])
+    with pytest.raises(ValueError, match="data.probe_size=0"):
+        MNIST(root=str(tmp_path), probe_size=0)
+
+
+def test_crop_min_replaces_the_recipes_smallest_crop() -> None:
+    from datamodules.views import batched_two_views
+
+    assert [v.crop_scale for v in batched_two_views("mocov3", (1, 16, 16), crop_min=0.5)] == [(0.5, 1.0)] * 2
+    assert batched_two_views("mocov2", (1, 16, 16))[0].crop_scale == (0.2, 1.0)
+    assert two_views("mocov2", (1, 16, 16), crop_min=0.6)[0].transforms[0].scale == (0.6, 1.0)
+    with pytest.raises(ValueError, match="data.crop_min=0"):
+        two_views("mocov2", (1, 16, 16), crop_min=0)
 
 
 def test_splits_are_deterministic_by_seed(tmp_path: Path) -> None:

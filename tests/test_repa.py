@@ -13,9 +13,9 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_scale import FEW_STEPS, assert_same_weights, load, run_py
 
-from zoo.app.studies.repa_digits import speedup, steps_to_target
+from zoo.app.studies.repa_speedup import mean_curve, speedup, speedup_interval, speedup_over, steps_to_target
 from zoo.app.train import build, fit
-from zoo.terms.alignment import RepresentationAlignment, alignment_loss, centred_cosine
+from zoo.terms.alignment import RepresentationAlignment, alignment_loss, centred_cosine, placed
 
 TINY = ["method=repa", "net.width=32", "net.depth=3", "trainer=debug", "callbacks=none"]
 RANDOM = ["encoder=random", "encoder.net.width=8"]
@@ -147,6 +147,32 @@ def test_incompatible_token_grids_name_both_grids_and_the_settings(make_config) 
     assert "method.terms.align.match=resize" in fixed_vit and "does not take 4 px inputs" in fixed_vit
     bad = refusal(make_config, *TINY, *RANDOM, "method.terms.align.match=nearest")
     assert "method.terms.align.match='nearest': choose one of interpolate, resize, exact" in bad
+    layout = refusal(make_config, *TINY, *RANDOM, "method.terms.align.layout=shuffled")
+    assert "method.terms.align.layout='shuffled': choose one of spatial, permuted, pooled" in layout
+
+
+def test_the_controls_keep_the_features_and_remove_their_spatial_layout() -> None:
+    torch.manual_seed(0)
+    tokens = torch.randn(4, 16, 8)
+    assert torch.equal(placed(tokens, "spatial"), tokens)
+    permuted = placed(tokens, "permuted")
+    assert not torch.equal(permuted, tokens)
+    for image in range(4):  # the same tokens per image, at other positions
+        assert torch.equal(permuted[image].sort(dim=0).values, tokens[image].sort(dim=0).values)
+    assert not torch.equal(permuted[0].argsort(0), permuted[1].argsort(0)), "each image its own permutation"
+    pooled = placed(tokens, "pooled")
+    assert torch.allclose(pooled, tokens.mean(1, keepdim=True).expand_as(tokens))
+
+
+@pytest.mark.parametrize("layout", ["permuted", "pooled"])
+def test_a_control_trains_through_the_term(layout: str, make_config) -> None:
+    built = build(make_config(*TINY, *RANDOM, f"method.terms.align.layout={layout}"))
+    term = built.method.terms["align"]
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    targets = term.targets(x)
+    assert targets.shape == (3, 16, term.projector[-1].out_features)
+    if layout == "pooled":
+        assert torch.allclose(targets, targets[:, :1].expand_as(targets))
 
 
 def test_the_study_interpolates_steps_to_the_target() -> None:
@@ -155,6 +181,21 @@ def test_the_study_interpolates_steps_to_the_target() -> None:
     assert steps_to_target(curve, 40.0) == 100.0
     assert steps_to_target(curve, 5.0) is None
     assert speedup(300.0, 150.0) == 2.0 and speedup(300.0, None) is None
+
+
+def test_speedups_over_seeds_come_from_the_mean_curves_with_an_interval() -> None:
+    base = [{100: 30.0, 200: 20.0, 300: 10.0}, {100: 34.0, 200: 24.0, 300: 14.0}]
+    fast = [{100: 20.0, 200: 12.0, 300: 8.0}, {100: 16.0, 200: 10.0, 300: 6.0}]
+    assert mean_curve(base) == {100: 32.0, 200: 22.0, 300: 12.0}
+    # The mean fast curve (18, 11, 7) reaches base's final 12 at 100 + 6/7 * 100 steps; base needs 300.
+    assert speedup_over(fast, base) == pytest.approx(300 / (100 + 600 / 7))
+    assert speedup_over(base, base) == 1.0
+    low, high = speedup_interval(fast, base, n_bootstrap=200, alpha=0.1, seed=0)
+    assert 1.0 < low <= speedup_over(fast, base) <= high
+    never = [{100: 40.0, 200: 39.0, 300: 38.0}] * 2
+    assert speedup_over(never, base) is None and speedup_interval(never, base, 50, 0.1, 0) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="different steps"):
+        mean_curve([{100: 1.0}, {200: 1.0}])
 
 
 def test_a_run_resumes_exactly(tmp_path: Path, make_config) -> None:

@@ -82,10 +82,15 @@ def test_study_writes_one_table_per_size(make_config, tmp_path) -> None:
         assert set(table[size]) == rows
         assert all(0.0 <= row[probe] <= 1.0 for row in table[size].values() for probe in ("knn", "linear"))
         assert table["cells"][size]["t"] in (0.3, 0.9)
-        gap = table["gap"][size]
+        gap = table["gap"][size]["moco_v2-diffusion"]
         assert gap["linear"] == pytest.approx(
             table[size]["moco_v2"]["linear"] - table[size]["diffusion"]["linear"]
         )
+        assert gap["linear_lo"] <= gap["linear"] <= gap["linear_hi"]
+    change = table["gap"]["all-60"]["moco_v2-diffusion"]
+    assert change["knn"] == pytest.approx(
+        table["gap"]["all"]["moco_v2-diffusion"]["knn"] - table["gap"]["60"]["moco_v2-diffusion"]["knn"]
+    )
     # The pixels do not depend on the learners' data size; a probe on them beats chance by far.
     assert (
         table["all"]["raw_pixels"] == table["60"]["raw_pixels"] and table["all"]["raw_pixels"]["linear"] > 0.8

@@ -73,11 +73,25 @@ def linear_probe_accuracy(
     Features are standardised with the train split's mean and std, then ``fit_logistic_regression``.
     ``num_classes`` defaults to one more than the largest label seen.
     """
+    correct = linear_probe_correct(train_feats, train_y, val_feats, val_y, weight_decay, max_iter, num_classes)
+    return correct.double().mean().item()
+
+
+def linear_probe_correct(
+    train_feats: Tensor,
+    train_y: Tensor,
+    val_feats: Tensor,
+    val_y: Tensor,
+    weight_decay: float = 1e-4,
+    max_iter: int = 100,
+    num_classes: int | None = None,
+) -> Tensor:
+    """Per labeled val sample, whether ``linear_probe_accuracy``'s classifier is right: a bool ``[N_val labeled]``."""
     if weight_decay < 0:
         raise ValueError(f"weight_decay={weight_decay} must be >= 0")
-    train_feats, train_y = labeled(train_feats, train_y, "train", "linear_probe_accuracy")
-    val_feats, val_y = labeled(val_feats, val_y, "val", "linear_probe_accuracy")
+    train_feats, train_y = labeled(train_feats, train_y, "train", "linear_probe_correct")
+    val_feats, val_y = labeled(val_feats, val_y, "val", "linear_probe_correct")
     classes = num_classes or int(max(train_y.max(), val_y.max())) + 1
     train_z, val_z = standardize(train_feats, val_feats)
     weight, bias = fit_logistic_regression(train_z, train_y, classes, weight_decay, max_iter)
-    return (val_z @ weight + bias).argmax(1).eq(val_y.cpu()).double().mean().item()
+    return (val_z @ weight + bias).argmax(1).eq(val_y.cpu())

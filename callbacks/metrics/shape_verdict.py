@@ -9,8 +9,8 @@ uncertainty:
 - ``cross_validated_correct``: every labelled image the representation never trained on is scored
   once, by a linear probe fitted on all the other labelled images (k folds), giving per-sample
   correctness rather than one accuracy on a small val split;
-- ``bootstrap_curves``: a hierarchical bootstrap of the mean curve, resampling training seeds and,
-  within each, the scored images (paired across levels: the same images at every level);
+- ``bootstrap_curves`` (``callbacks.metrics.hierarchical_bootstrap``): a hierarchical bootstrap of the
+  mean curve, resampling training seeds and, within each, the scored images (paired across levels);
 - ``shape_verdict``: the test, with simultaneous (Bonferroni) percentile intervals, stated in its docstring.
 """
 
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from callbacks.features import EmbedFn, noise_averaged_features
+from callbacks.metrics.hierarchical_bootstrap import bootstrap_curves, percentile_interval
 from callbacks.metrics.linear import fit_logistic_regression, standardize
 
 VERDICTS = ("unimodal", "monotone", "flat", "neither")
@@ -93,33 +94,6 @@ def cross_validated_curve(
     return torch.stack(rows)
 
 
-def bootstrap_curves(correct: Sequence[Tensor], n_bootstrap: int = 2000, seed: int = 0) -> Tensor:
-    """``[n_bootstrap, L]`` resampled mean curves from per-seed correctness matrices ``[L, N_s]``.
-
-    Each replicate draws the seeds with replacement (when there are several) and, within each seed,
-    its ``N_s`` scored samples with replacement, the same draw at every level; the replicate's curve is
-    the mean over the drawn seeds of their accuracy on the drawn samples.
-    """
-    if not correct:
-        raise ValueError("bootstrap_curves needs the correctness of at least one seed")
-    if len({c.shape[0] for c in correct}) != 1:
-        raise ValueError(f"every seed needs the same levels, got shapes {[tuple(c.shape) for c in correct]}")
-    generator = torch.Generator().manual_seed(seed)
-    per_seed = []
-    for c in correct:
-        n = c.shape[1]
-        draws = torch.randint(n, (n_bootstrap, n), generator=generator)
-        counts = torch.zeros(n_bootstrap, n, dtype=torch.float64).scatter_add_(
-            1, draws, torch.ones_like(draws, dtype=torch.float64)
-        )
-        per_seed.append(counts @ c.double().T / n)
-    stacked = torch.stack(per_seed)
-    if len(correct) == 1:
-        return stacked[0]
-    pick = torch.randint(len(correct), (n_bootstrap, len(correct)), generator=generator)
-    return stacked[pick, torch.arange(n_bootstrap).unsqueeze(1)].mean(1)
-
-
 @dataclass(frozen=True)
 class ShapeVerdict:
     """A curve over ``levels`` (ascending, 1 = data), its band, the peak-minus-data-end gap and the verdict."""
@@ -150,11 +124,6 @@ class ShapeVerdict:
             "drop_lo": self.drop_lo,
             "drop_hi": self.drop_hi,
         }
-
-
-def _interval(samples: Tensor, alpha: float) -> tuple[float, float]:
-    low, high = torch.quantile(samples, torch.tensor([alpha / 2, 1 - alpha / 2], dtype=samples.dtype))
-    return float(low), float(high)
 
 
 def shape_verdict(
@@ -201,7 +170,7 @@ def shape_verdict(
     per_step = alpha / (size - 1)
 
     def above(d: Tensor, a: float) -> bool:
-        return _interval(d, a)[0] > 0
+        return percentile_interval(d, a)[0] > 0
 
     unimodal = any(
         above(replicates[:, i] - replicates[:, clean], per_interior)
@@ -209,9 +178,9 @@ def shape_verdict(
         for i in interior
     )
     drop_samples = replicates[:, clean] - replicates[:, noisy]
-    drop_lo, drop_hi = _interval(drop_samples, alpha)
+    drop_lo, drop_hi = percentile_interval(drop_samples, alpha)
     no_rise = not any(above(replicates[:, i] - replicates[:, i + 1], per_step) for i in range(size - 1))
-    spans = [_interval(replicates[:, i] - replicates[:, clean], per_step) for i in range(size - 1)]
+    spans = [percentile_interval(replicates[:, i] - replicates[:, clean], per_step) for i in range(size - 1)]
     all_level = all(low <= 0 <= high for low, high in spans)
     if unimodal:
         verdict = "unimodal"
@@ -222,8 +191,8 @@ def shape_verdict(
     else:
         verdict = "neither"
     peak = max(interior, key=lambda i: (float(point[i]), levels[i]))
-    gap_lo, gap_hi = _interval(replicates[:, peak] - replicates[:, clean], per_interior)
-    band = [_interval(replicates[:, i], alpha) for i in range(size)]
+    gap_lo, gap_hi = percentile_interval(replicates[:, peak] - replicates[:, clean], per_interior)
+    band = [percentile_interval(replicates[:, i], alpha) for i in range(size)]
     return ShapeVerdict(
         verdict=verdict,
         levels=levels,

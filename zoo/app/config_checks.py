@@ -65,7 +65,13 @@ package's."""
 
 def check_logger_packages(cfg: DictConfig) -> None:
     """A ValueError naming the extra to install for a logger whose package is missing, before anything is built."""
-    for key, node in (cfg.get("logger") or {}).items():
+    loggers = cfg.get("logger")
+    if loggers is not None and not isinstance(loggers, DictConfig):
+        raise ValueError(
+            f"logger is {loggers!r}, not a config group choice: pass logger={loggers} on the command line, or in an "
+            f"experiment put '- override /logger: {loggers}' in its defaults list instead of 'logger: {loggers}'"
+        )
+    for key, node in (loggers or {}).items():
         extra = LOGGER_EXTRAS.get(node.get("_target_")) if node is not None else None
         if extra is not None and importlib.util.find_spec(extra) is None:
             raise ValueError(

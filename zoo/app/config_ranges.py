@@ -139,7 +139,9 @@ RANGES: dict[str, Allowed] = {
     "guidance.best_of": COUNT,
     # Data.
     "data.batch_size": COUNT,
-    "data.image_size": COUNT,
+    "data.image_size": Allowed(int, low=1, nullable=True),
+    "data.probe_size": Allowed(int, low=1, nullable=True),
+    "data.crop_min": Allowed(float, low=0, high=1, open=("low",), nullable=True),
     "data.num_workers": Allowed(int, low=0),
     "data.n_train": Allowed(int, low=1, nullable=True),
     "data.train_repeats": COUNT,

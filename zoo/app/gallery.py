@@ -267,7 +267,7 @@ def fd_figure(report: dict, arms: Sequence[str]) -> Figure:
         axes.plot(*zip(*curve), marker="o", markersize=3, label=arm)
     axes.set_xlabel("training steps")
     axes.set_ylabel("FD (reference classifier)")
-    axes.set_title(f"REPA on the digits (seed {report['seed']})", fontsize="medium")
+    axes.set_title(f"REPA on the digits (seeds {report['seeds']})", fontsize="medium")
     axes.legend(fontsize="small")
     figure.tight_layout()
     return figure

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,13 +42,37 @@ def run(
     name: str,
     runs: Mapping[str, Sequence[str]],
     report: str | Mapping[str, str],
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """Fit every run of the study and write its table; returns ``{"<label>/<column>": value}``."""
+    """Fit every run of the study and write its table; returns ``{"<label>/<column>": value}``.
+
+    With ``seeds``, every run is fitted once per seed (``seed=<s>``, label ``<label>/seed<s>``) and the table
+    adds ``<label>/mean``, ``<label>/min`` and ``<label>/max`` over the seeds.
+    """
     columns = {"value": report} if isinstance(report, str) else dict(report)
-    results = fit_runs(cfg, name, runs, columns)
+    if seeds is not None:
+        if not seeds:
+            raise ValueError(f"study {name}: study.seeds is empty; give at least one seed or null")
+        seeded = {f"{label}/seed{seed}": [*runs[label], f"seed={seed}"] for label in runs for seed in seeds}
+        results = fit_runs(cfg, name, seeded, columns)
+        results.update(seed_summaries(results, runs, seeds))
+    else:
+        results = fit_runs(cfg, name, runs, columns)
     if rank_zero_only.rank == 0:
         write_report(Path(cfg.paths.output_dir), name, results, single=isinstance(report, str))
     return flatten_results(results)
+
+
+def seed_summaries(
+    results: Mapping[str, Mapping[str, float]], runs: Iterable[str], seeds: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """``{"<label>/mean" | "/min" | "/max": {column: ...}}`` over the seeds' rows ``<label>/seed<s>``."""
+    summaries: dict[str, dict[str, float]] = {}
+    for label in runs:
+        rows = [results[f"{label}/seed{seed}"] for seed in seeds]
+        for stat, reduce in (("mean", lambda v: sum(v) / len(v)), ("min", min), ("max", max)):
+            summaries[f"{label}/{stat}"] = {column: float(reduce([row[column] for row in rows])) for column in rows[0]}
+    return summaries
 
 
 def fit_runs(

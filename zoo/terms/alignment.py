@@ -9,6 +9,12 @@ Token grids must match: the encoder's feature map at ``stage`` (a ResNet's ``lay
 is either taken as it is (``match="exact"``), computed from the image resized so that the encoder's grid
 equals the denoiser's (``"resize"``, as REPA feeds DINOv2 224 px for SiT/2's 16x16 tokens), or bilinearly
 resized to the denoiser's grid (``"interpolate"``). Every mismatch is refused at construction.
+
+Two controls keep the encoder's features and remove their spatial layout (``layout``), to tell spatial
+structure from global semantics as the carrier of REPA's gain (iREPA, Singh et al. 2025, arXiv 2512.10794,
+finds spatial structure, not the encoder's accuracy, predicts it): ``"permuted"`` shuffles each image's
+target tokens over the grid with a fresh permutation every step (the same token set, no position); ``"pooled"``
+gives every token the image's mean token (semantics, no spatial variation). ``"spatial"`` is REPA.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from zoo.terms.base import LossTerm, TermInputs
 
 MATCHES = ("interpolate", "resize", "exact")
 """How the encoder's token grid is made to equal the denoiser's (``method.terms.align.match``)."""
+
+LAYOUTS = ("spatial", "permuted", "pooled")
+"""Where each target token sits (``method.terms.align.layout``): REPA's, or a control without spatial structure."""
 
 
 def projector(width: int, hidden: int, out: int) -> nn.Sequential:
@@ -54,6 +63,18 @@ def centred_cosine(target: Tensor, predicted: Tensor) -> Tensor:
     return token_cosine(target, predicted).mean()
 
 
+def placed(tokens: Tensor, layout: str) -> Tensor:
+    """Target tokens ``[B, N, D]`` as ``layout`` places them: as they are (``"spatial"``), shuffled over the
+    grid per image (``"permuted"``, a fresh draw of the global RNG each call) or each image's mean token at
+    every position (``"pooled"``)."""
+    if layout == "permuted":
+        order = torch.rand(tokens.shape[:2], device=tokens.device).argsort(dim=1)
+        return tokens.gather(1, order.unsqueeze(-1).expand_as(tokens))
+    if layout == "pooled":
+        return tokens.mean(dim=1, keepdim=True).expand_as(tokens)
+    return tokens
+
+
 def encoder_grid(
     encoder: FrozenEncoder, shape: Sequence[int], stage: int | None, input_size: Sequence[int] | None = None
 ) -> tuple[int, int, int]:
@@ -70,8 +91,9 @@ class RepresentationAlignment(LossTerm):
     ``block`` is 1-indexed as in the paper (the hidden state after block 8 of SiT-XL's 28); None picks
     ``round(depth / 3)``. ``shape`` is the data's, ``patch_size``, ``width`` and ``depth`` the denoiser's token
     geometry (None for a net without patch tokens, which is refused). ``stage`` selects the encoder's feature
-    map (``FrozenEncoder.feature_map``), ``match`` how its grid meets the denoiser's (``MATCHES``),
-    ``projector_dim`` the projector's hidden width. The encoder stays frozen; only the projector trains.
+    map (``FrozenEncoder.feature_map``), ``match`` how its grid meets the denoiser's (``MATCHES``), ``layout``
+    the targets' placement (``LAYOUTS``: REPA's or a control), ``projector_dim`` the projector's hidden width.
+    The encoder stays frozen; only the projector trains.
     """
 
     def __init__(
@@ -86,6 +108,7 @@ class RepresentationAlignment(LossTerm):
         match: str = "interpolate",
         projector_dim: int = 256,
         weight: float = 0.5,
+        layout: str = "spatial",
     ) -> None:
         if None in (patch_size, width, depth) or len(shape) != 3:
             raise ValueError(
@@ -111,8 +134,10 @@ class RepresentationAlignment(LossTerm):
             )
         if match not in MATCHES:
             raise ValueError(f"method.terms.align.match={match!r}: choose one of {', '.join(MATCHES)}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"method.terms.align.layout={layout!r}: choose one of {', '.join(LAYOUTS)}")
         super().__init__(weight=weight, blocks=[block - 1])
-        self.block, self.stage, self.match = block, stage, match
+        self.block, self.stage, self.match, self.layout = block, stage, match, layout
         self.encoder = encoder
         side = shape[1] // patch_size
         self.grid = (side, shape[2] // patch_size)
@@ -166,11 +191,12 @@ class RepresentationAlignment(LossTerm):
 
     @torch.no_grad()
     def targets(self, x: Tensor) -> Tensor:
-        """The frozen encoder's patch tokens ``y*`` ``[B, N, D]`` of images ``x`` on the denoiser's grid."""
+        """The frozen encoder's patch tokens ``y*`` ``[B, N, D]`` of images ``x`` on the denoiser's grid, placed
+        as ``layout`` says."""
         features = self.encoder.feature_map(x, self.stage, self.input_size)
         if tuple(features.shape[-2:]) != self.grid:
             features = F.interpolate(features, size=self.grid, mode="bilinear", antialias=True, align_corners=False)
-        return features.flatten(2).transpose(1, 2)
+        return placed(features.flatten(2).transpose(1, 2), self.layout)
 
     def pairs(self, inputs: TermInputs) -> tuple[Tensor, Tensor]:
         """``(y*, h_phi(h))``: the encoder's tokens of the clean images and the projected hidden tokens."""

@@ -1,11 +1,14 @@
-"""A study of representation learners against the two baselines every SSL table needs.
+"""A study of representation learners against the two baselines every SSL table needs, with intervals.
 
-Each run of ``runs`` is fitted as in ``zoo.app.study`` and scored by its kNN and linear probes (the
-``knn`` and ``linear_probe`` callbacks of ``conf/callbacks/probes.yaml``). Two rows are added with the
-same probes, the same settings and the same probe data: ``random_init``, the encoder of the run
-``baseline_run`` as built before any training (same seed, so the very weights that run started
-from), and ``raw_pixels``, the flattened images. A learner is worth its compute only by its margin
-over these (MoCo, He et al. 2020, Sec. 4.1, reports the same protocol against random init).
+Each run of ``runs`` is fitted once per seed of ``seeds`` (as in ``zoo.app.study``), then every row is
+scored by the same kNN and linear probes (``knn``: ``k``, ``temperature``; ``linear``: ``weight_decay``,
+``max_iter``; the settings of the probe callbacks), fitted on the features of the whole training split and scored on the
+test split, which nothing selects on. Two rows are added: ``random_init``, the encoder of the run
+``baseline_run`` as built before any training (per seed, the very weights that run started from), and
+``raw_pixels``, the flattened images. A learner is worth its compute only by its margin over these (MoCo,
+He et al. 2020, Sec. 4.1, reports the same protocol against random init): every row and every margin
+``<run>-raw_pixels``, ``<run>-random_init`` comes with a percentile interval of a hierarchical bootstrap
+over the seeds and the test images (``callbacks.metrics.hierarchical_bootstrap``), paired over images.
 """
 
 from __future__ import annotations
@@ -13,21 +16,49 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from callbacks import knn_accuracy, linear_probe_accuracy
 from callbacks.features import EmbedFn, probe_split_features
+from callbacks.metrics.hierarchical_bootstrap import accuracy_intervals
+from callbacks.metrics.knn import knn_correct
+from callbacks.metrics.linear import linear_probe_correct
 from zoo.app.configs import base_overrides, compose_run
-from zoo.app.study import fit_runs, flatten_results, write_report
+from zoo.app.study import fit_all, flatten_results, last_checkpoint, write_report
 from zoo.app.train import build
+from zoo.loading import load_method
+
+PROBES = ("knn", "linear")
 
 
 def raw_pixels(module: nn.Module, x: Tensor, **kw) -> Tensor:
     """The flattened input ``[B, C*H*W]``: the no-learning baseline's features."""
     return x.flatten(1)
+
+
+def probe_correct(
+    module: nn.Module,
+    loaders: tuple[DataLoader, DataLoader],
+    knn: Mapping,
+    linear: Mapping,
+    embed_fn: EmbedFn | None = None,
+) -> dict[str, Tensor]:
+    """``{"knn": ..., "linear": ...}``: per image of the second loader, whether each probe is right.
+
+    Both probes are fitted on the first loader's features (``module.embed`` or ``embed_fn``) with the probe
+    callbacks' settings: ``knn`` the ``KNNProbe`` config (``k``, ``temperature``), ``linear`` the
+    ``LinearProbe`` config (``weight_decay``, ``max_iter``).
+    """
+    train_feats, train_y, test_feats, test_y = probe_split_features(module, loaders, "probe_baselines", embed_fn)
+    return {
+        "knn": knn_correct(train_feats, train_y, test_feats, test_y, k=knn["k"], temperature=knn["temperature"]),
+        "linear": linear_probe_correct(
+            train_feats, train_y, test_feats, test_y, weight_decay=linear["weight_decay"], max_iter=linear["max_iter"]
+        ),
+    }
 
 
 def probe_scores(
@@ -37,39 +68,64 @@ def probe_scores(
     linear: Mapping,
     embed_fn: EmbedFn | None = None,
 ) -> dict[str, float]:
-    """``{"knn": ..., "linear": ...}`` top-1 on the probe val split, with the probe callbacks' settings.
-
-    ``knn`` and ``linear`` are the ``KNNProbe`` and ``LinearProbe`` configs (``k``, ``temperature``;
-    ``weight_decay``, ``max_iter``); features come from ``module.embed`` or ``embed_fn``.
-    """
-    train_feats, train_y, val_feats, val_y = probe_split_features(module, loaders, "probe_baselines", embed_fn)
-    return {
-        "knn": knn_accuracy(train_feats, train_y, val_feats, val_y, k=knn["k"], temperature=knn["temperature"]),
-        "linear": linear_probe_accuracy(
-            train_feats, train_y, val_feats, val_y, weight_decay=linear["weight_decay"], max_iter=linear["max_iter"]
-        ),
-    }
+    """``{"knn": ..., "linear": ...}`` top-1 on the second loader: ``probe_correct``'s means."""
+    return {probe: correct.double().mean().item() for probe, correct in probe_correct(
+        module, loaders, knn, linear, embed_fn
+    ).items()}
 
 
-def run(cfg: DictConfig, name: str, runs: Mapping[str, Sequence[str]], baseline_run: str) -> dict[str, float]:
-    """Fit the runs, score the baselines, write ``<name>.json``/``.md``; ``{"<row>/knn": ..., ...}``."""
+def interval_rows(
+    correct: Sequence[Mapping[str, Mapping[str, Tensor]]],
+    margins: Mapping[str, Mapping[str, float]],
+    n_bootstrap: int,
+    alpha: float,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """``{row or margin: {"knn", "knn_lo", "knn_hi", "linear", ...}}`` from per-seed ``{row: {probe: correct}}``."""
+    table: dict[str, dict[str, float]] = {}
+    for probe in PROBES:
+        per_seed = [{row: scores[probe] for row, scores in rows.items()} for rows in correct]
+        for row, entry in accuracy_intervals(per_seed, margins, n_bootstrap, alpha, seed).items():
+            table.setdefault(row, {}).update({probe: entry["acc"], f"{probe}_lo": entry["lo"], f"{probe}_hi": entry["hi"]})
+    return table
+
+
+def run(
+    cfg: DictConfig,
+    name: str,
+    runs: Mapping[str, Sequence[str]],
+    baseline_run: str,
+    knn: Mapping,
+    linear: Mapping,
+    seeds: Sequence[int] = (0,),
+    n_bootstrap: int = 2000,
+    alpha: float = 0.1,
+) -> dict[str, float]:
+    """Fit the runs at every seed, score them and the baselines on the test split, write ``<name>.json``/``.md``."""
     if baseline_run not in runs:
         raise ValueError(f"study.baseline_run={baseline_run!r} is not one of the runs {list(runs)}")
-    knn, linear = cfg.callbacks.get("knn"), cfg.callbacks.get("linear_probe")
-    if knn is None or linear is None:
-        raise ValueError(
-            f"study {name} reports the knn and linear_probe callbacks; use callbacks=probes (or add both)"
-        )
-    columns = {"knn": f"{knn.prefix}/knn_top1", "linear": f"{linear.prefix}/linear_top1"}
-    results = fit_runs(cfg, name, runs, columns)
+    if not seeds:
+        raise ValueError("study.seeds is empty: give at least one training seed, e.g. [0, 1, 2]")
     root = Path(cfg.paths.output_dir)
-    untrained = compose_run(
-        [*base_overrides(), *runs[baseline_run], "study=null", f"paths.output_dir={root / 'random_init'}"]
-    )
-    built = build(untrained)
-    loaders = built.datamodule.probe_dataloaders()
-    results["random_init"] = probe_scores(built.method, loaders, knn, linear)
-    results["raw_pixels"] = probe_scores(built.method, loaders, knn, linear, embed_fn=raw_pixels)
+    labels = {(label, seed): f"{label}/seed{seed}" for seed in seeds for label in runs}
+    fit_all(cfg, name, {sub: [*runs[label], f"seed={seed}"] for (label, seed), sub in labels.items()})
+    probe_data = instantiate(cfg.data, n_train=None, probe_size=None)
+    loaders = (probe_data.probe_dataloaders()[0], probe_data.test_dataloader())
+    pixels = probe_correct(nn.Identity(), loaders, knn, linear, embed_fn=raw_pixels)
+    correct = []
+    for seed in seeds:
+        rows = {label: probe_correct(load_method(last_checkpoint(cfg, labels[label, seed])), loaders, knn, linear)
+                for label in runs}
+        untrained = compose_run(
+            [*base_overrides(), *runs[baseline_run], f"seed={seed}", "study=null", f"paths.output_dir={root / 'random_init'}"]
+        )
+        rows["random_init"] = probe_correct(build(untrained).method, loaders, knn, linear)
+        rows["raw_pixels"] = pixels
+        correct.append(rows)
+    margins = {
+        f"{label}-{baseline}": {label: 1.0, baseline: -1.0} for label in runs for baseline in ("raw_pixels", "random_init")
+    }
+    results = interval_rows(correct, margins, n_bootstrap, alpha, int(cfg.seed))
     if rank_zero_only.rank == 0:
         write_report(root, name, results, single=False)
     return flatten_results(results)

@@ -24,7 +24,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from callbacks.metrics.shape_verdict import ShapeVerdict, band_figure, cross_validated_curve, shape_verdict
 from datamodules.base import BatchDictDataset
@@ -45,13 +45,26 @@ def images(dataset: Dataset) -> torch.Tensor:
     return torch.stack([torch.as_tensor(dataset[i][0]) for i in range(len(dataset))])
 
 
-def labelled_pool(data_cfg: DictConfig, batch_size: int = 256) -> tuple[DataLoader, torch.Tensor]:
+def labelled_pool(
+    data_cfg: DictConfig, batch_size: int = 256, pool_size: int | None = None, seed: int = 0
+) -> tuple[DataLoader, torch.Tensor]:
     """A loader over every image of the train (all of it, whatever ``n_train``), val and test splits, and
-    the mask of the images to score: those equal to none of the run's training images."""
+    the mask of the images to score: those equal to none of the run's training images. With ``pool_size``,
+    only a random subset (seeded by ``seed``) of that many unseen images, all scored: the cross-validated
+    probe is then fitted and scored among them (a large set such as Fashion-MNIST's 70,000 images)."""
     train, val, test = instantiate(data_cfg, n_train=None).splits
-    pool = ConcatDataset([train, val, test])
+    pool: Dataset = ConcatDataset([train, val, test])
     seen = {image.numpy().tobytes() for image in images(instantiate(data_cfg).splits[0])}
     scored = torch.tensor([image.numpy().tobytes() not in seen for image in images(pool)])
+    if pool_size is not None:
+        unseen = scored.nonzero().squeeze(1)
+        if pool_size < 2 or pool_size > len(unseen):
+            raise ValueError(
+                f"study.pool_size={pool_size}: pick 2..{len(unseen)} (the images this run never trained on)"
+            )
+        order = torch.randperm(len(unseen), generator=torch.Generator().manual_seed(seed))
+        pool = Subset(pool, unseen[order[:pool_size]].sort().values.tolist())
+        scored = torch.ones(pool_size, dtype=torch.bool)
     return DataLoader(BatchDictDataset(pool), batch_size=batch_size, shuffle=False), scored
 
 
@@ -80,8 +93,11 @@ def run(
     alpha: float = 0.1,
     weight_decay: float = 1e-4,
     max_iter: int = 100,
+    pool_size: int | None = None,
 ) -> dict[str, float]:
-    """Fit every arm at every seed, write ``<name>.json``/``.md`` and ``<name>.png``; returns the flat table."""
+    """Fit every arm at every seed, write ``<name>.json``/``.md`` and ``<name>.png``; returns the flat table.
+
+    ``pool_size`` caps the images each curve scores (``labelled_pool``); null scores every unseen image."""
     if not seeds:
         raise ValueError(
             "study.seeds is empty: give at least one training seed (3 or more for a band over seeds)"
@@ -102,7 +118,9 @@ def run(
         for label in labels:
             _, seed, overrides = plan[label]
             module = load_method(last_checkpoint(cfg, label))
-            loader, scored = labelled_pool(compose_run([*base_overrides(), *overrides, "study=null"]).data)
+            loader, scored = labelled_pool(
+                compose_run([*base_overrides(), *overrides, "study=null"]).data, pool_size=pool_size, seed=seed
+            )
             correct.append(
                 cross_validated_curve(
                     module, loader, scored, levels, draws, folds, seed, weight_decay, max_iter

@@ -1,4 +1,4 @@
-"""Diffusion features against SSL features on the same digits, with one probe protocol, at two data sizes.
+"""Diffusion features against SSL features on the same images, with one probe protocol, at two data sizes.
 
 The seed's claim (alignment.md §6): a diffusion model's features are good representations, but below
 those of SSL when there is enough data. DDAE (Xiang et al., ICCV 2023) reads the diffusion features at
@@ -10,7 +10,9 @@ each learner of ``learners`` (MoCo v2/v3, the diffusion model at its cell, featu
 ``draws`` noise draws, the DAE), the learners of ``random_init`` as built before training (the
 diffusion net at the trained model's cell), and the raw pixels. Each size of ``sizes`` trains every
 learner on ``n_train`` images, each pass repeated ``repeats`` times more, so a learner takes about
-as many steps at every size; the gap (best SSL minus diffusion) is reported per size.
+as many steps at every size. Every row comes with a percentile interval over the test images, and so do
+the claim's contrasts (``gap_contrasts``, paired over the images): each SSL learner minus the diffusion
+features and the diffusion features minus the pixels per size, and the change of the gap between sizes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from callbacks.features import EmbedFn
-from zoo.app.studies.probe_baselines import probe_scores, raw_pixels
+from zoo.app.studies.probe_baselines import interval_rows, probe_correct, raw_pixels
 from zoo.app.study import (
     base_overrides,
     compose_run,
@@ -34,6 +36,7 @@ from zoo.app.study import (
     flatten_results,
     last_checkpoint,
     markdown_table,
+    nest,
     pick,
     write_report,
 )
@@ -90,13 +93,15 @@ def run(
     draws: int,
     knn: Mapping,
     linear: Mapping,
+    n_bootstrap: int = 2000,
+    alpha: float = 0.1,
 ) -> dict[str, float]:
     """Fit every learner at every size, score every row, write ``<name>.json``/``.md``; ``{"<size>/<row>/<probe>": ...}``."""
     check_study(learners, sizes, map_learner, ssl, random_init)
     root = Path(cfg.paths.output_dir)
-    probe_data = instantiate(cfg.data, n_train=None)
+    probe_data = instantiate(cfg.data, n_train=None, probe_size=None)
     loaders = (probe_data.probe_dataloaders()[0], probe_data.test_dataloader())
-    results: dict[str, dict[str, float]] = {}
+    correct: dict[str, dict[str, Tensor]] = {}
     cells: dict[str, dict[str, float]] = {}
     for size, entry in sizes.items():
         runs = {
@@ -119,30 +124,45 @@ def run(
         for learner in runs:
             label = f"{size}/{learner}"
             module = load_method(last_checkpoint(cfg, label))
-            results[label] = probe_scores(module, loaders, knn, linear, features(learner, cells.get(size)))
+            correct[label] = probe_correct(module, loaders, knn, linear, features(learner, cells.get(size)))
         for learner in random_init:
             untrained = compose_run(
                 [*base_overrides(), *runs[learner], "study=null", f"paths.output_dir={root / 'random_init'}"]
             )
-            results[f"{size}/random_init_{learner}"] = probe_scores(
+            correct[f"{size}/random_init_{learner}"] = probe_correct(
                 build(untrained).method, loaders, knn, linear, features(learner, cells.get(size))
             )
-        results[f"{size}/raw_pixels"] = probe_scores(nn.Identity(), loaders, knn, linear, embed_fn=raw_pixels)
-    gaps = {
-        size: {
-            probe: max(results[f"{size}/{learner}"][probe] for learner in ssl)
-            - results[f"{size}/{map_learner}"][probe]
-            for probe in ("knn", "linear")
-        }
-        for size in sizes
-    }
+        correct[f"{size}/raw_pixels"] = probe_correct(nn.Identity(), loaders, knn, linear, embed_fn=raw_pixels)
+    contrasts = gap_contrasts(list(sizes), ssl, map_learner)
+    table = interval_rows([correct], contrasts, n_bootstrap, alpha, int(cfg.seed))
+    results = {label: row for label, row in table.items() if label in correct}
+    gaps = {label: row for label, row in table.items() if label in contrasts}
     if rank_zero_only.rank == 0:
         write_report(root, name, results, single=False)
-        report_cells(root, name, cells, gaps, map_learner)
-    return {
-        **flatten_results(results),
-        **{f"{size}/gap_{probe}": gap for size, row in gaps.items() for probe, gap in row.items()},
-    }
+        report_cells(root, name, cells, gaps, map_learner, 1 - alpha)
+    return {**flatten_results(results), **flatten_results(gaps)}
+
+
+def gap_contrasts(sizes: Sequence[str], ssl: Sequence[str], map_learner: str) -> dict[str, dict[str, float]]:
+    """The contrasts the claim is about, per size: every SSL learner minus the diffusion features
+    (``<size>/<ssl>-<map_learner>``) and the diffusion features minus raw pixels; across sizes, how the gap
+    changes from each later size to the first (``<first>-<size>/<ssl>-<map_learner>``: positive when the
+    gap is larger at the first size)."""
+    contrasts: dict[str, dict[str, float]] = {}
+    for size in sizes:
+        for learner in ssl:
+            contrasts[f"{size}/{learner}-{map_learner}"] = {f"{size}/{learner}": 1.0, f"{size}/{map_learner}": -1.0}
+        contrasts[f"{size}/{map_learner}-raw_pixels"] = {f"{size}/{map_learner}": 1.0, f"{size}/raw_pixels": -1.0}
+    first = sizes[0]
+    for size in sizes[1:]:
+        for learner in ssl:
+            contrasts[f"{first}-{size}/{learner}-{map_learner}"] = {
+                f"{first}/{learner}": 1.0,
+                f"{first}/{map_learner}": -1.0,
+                f"{size}/{learner}": -1.0,
+                f"{size}/{map_learner}": 1.0,
+            }
+    return contrasts
 
 
 def report_cells(
@@ -151,18 +171,19 @@ def report_cells(
     cells: Mapping[str, Mapping[str, float]],
     gaps: Mapping[str, Mapping[str, float]],
     map_learner: str,
+    level: float,
 ) -> None:
-    """Add the diffusion cell per size and the SSL-minus-diffusion gap to ``<name>.json`` and ``.md``."""
+    """Add the diffusion cell per size and the gap contrasts with their intervals to ``<name>.json`` and ``.md``."""
     path = root / f"{name}.json"
     table = json.loads(path.read_text())
     table["cells"] = {size: dict(cell) for size, cell in cells.items()}
-    table["gap"] = {size: dict(gap) for size, gap in gaps.items()}
+    table["gap"] = nest(gaps, single=False)
     path.write_text(json.dumps(table, indent=2))
     lines = [
         f"\n{map_learner} read at (block, t) from its ProbeMap: "
         + ", ".join(f"{size}: ({cell['layer']}, {cell['t']:g})" for size, cell in cells.items()),
-        "\nbest SSL minus diffusion (top-1 on the test split):\n",
-        markdown_table({size: dict(gap) for size, gap in gaps.items()}),
+        f"\nthe claim's contrasts (top-1 on the test split, {round(100 * level)}% intervals over test images):\n",
+        markdown_table({label: dict(gap) for label, gap in gaps.items()}),
     ]
     with (root / f"{name}.md").open("a") as handle:
         handle.write("\n".join(lines))
