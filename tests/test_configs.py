@@ -23,8 +23,10 @@ if not torch.cuda.is_available():
 
 
 def options(group: str) -> list[str]:
-    """The group's options, those in subfolders as ``<folder>/<name>`` (``experiment=fashion/moco``)."""
-    return sorted(p.relative_to(CONF / group).with_suffix("").as_posix() for p in (CONF / group).rglob("*.yaml"))
+    """The group's options; experiments in subfolders as ``<folder>/<name>`` (``experiment=fashion/moco``); other
+    groups' subfolders are groups of their own (``method/time_sampler``)."""
+    pattern = "**/*.yaml" if group == "experiment" else "*.yaml"
+    return sorted(p.relative_to(CONF / group).with_suffix("").as_posix() for p in (CONF / group).glob(pattern))
 
 
 CASES = [(group, option) for group in GROUPS for option in options(group)]

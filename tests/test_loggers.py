@@ -230,3 +230,12 @@ def test_a_missing_logger_package_names_its_extra_before_anything_is_built(
     monkeypatch.setitem(sys.modules, extra, None)
     with pytest.raises(ValueError, match=rf'logger.{extra} .*pip install -e "\.\[{extra}\]"'):
         check_run(make_config(f"logger=[tensorboard,{extra}]"))
+
+
+def test_a_logger_written_as_a_string_in_a_config_names_the_group_override() -> None:
+    from omegaconf import OmegaConf
+
+    from zoo.app.config_checks import check_logger_packages
+
+    with pytest.raises(ValueError, match=r"pass logger=csv on the command line.*'- override /logger: csv'"):
+        check_logger_packages(OmegaConf.create({"logger": "csv"}))

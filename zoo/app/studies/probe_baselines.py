@@ -61,32 +61,22 @@ def probe_correct(
     }
 
 
-def probe_scores(
-    module: nn.Module,
-    loaders: tuple[DataLoader, DataLoader],
-    knn: Mapping,
-    linear: Mapping,
-    embed_fn: EmbedFn | None = None,
-) -> dict[str, float]:
-    """``{"knn": ..., "linear": ...}`` top-1 on the second loader: ``probe_correct``'s means."""
-    return {probe: correct.double().mean().item() for probe, correct in probe_correct(
-        module, loaders, knn, linear, embed_fn
-    ).items()}
-
-
 def interval_rows(
     correct: Sequence[Mapping[str, Mapping[str, Tensor]]],
-    margins: Mapping[str, Mapping[str, float]],
+    contrasts: Mapping[str, Mapping[str, float]],
     n_bootstrap: int,
     alpha: float,
     seed: int,
 ) -> dict[str, dict[str, float]]:
-    """``{row or margin: {"knn", "knn_lo", "knn_hi", "linear", ...}}`` from per-seed ``{row: {probe: correct}}``."""
+    """``{row or contrast: {"knn", "knn_lo", "knn_hi", "linear", ...}}`` from per-seed ``{row: {probe: correct}}``
+    (``accuracy_intervals`` per probe)."""
     table: dict[str, dict[str, float]] = {}
     for probe in PROBES:
         per_seed = [{row: scores[probe] for row, scores in rows.items()} for rows in correct]
-        for row, entry in accuracy_intervals(per_seed, margins, n_bootstrap, alpha, seed).items():
-            table.setdefault(row, {}).update({probe: entry["acc"], f"{probe}_lo": entry["lo"], f"{probe}_hi": entry["hi"]})
+        for row, entry in accuracy_intervals(per_seed, contrasts, n_bootstrap, alpha, seed).items():
+            table.setdefault(row, {}).update(
+                {probe: entry["acc"], f"{probe}_lo": entry["lo"], f"{probe}_hi": entry["hi"]}
+            )
     return table
 
 
@@ -114,16 +104,21 @@ def run(
     pixels = probe_correct(nn.Identity(), loaders, knn, linear, embed_fn=raw_pixels)
     correct = []
     for seed in seeds:
-        rows = {label: probe_correct(load_method(last_checkpoint(cfg, labels[label, seed])), loaders, knn, linear)
-                for label in runs}
+        rows = {
+            label: probe_correct(load_method(last_checkpoint(cfg, labels[label, seed])), loaders, knn, linear)
+            for label in runs
+        }
         untrained = compose_run(
-            [*base_overrides(), *runs[baseline_run], f"seed={seed}", "study=null", f"paths.output_dir={root / 'random_init'}"]
+            [*base_overrides(), *runs[baseline_run], f"seed={seed}", "study=null",
+             f"paths.output_dir={root / 'random_init'}"]
         )
         rows["random_init"] = probe_correct(build(untrained).method, loaders, knn, linear)
         rows["raw_pixels"] = pixels
         correct.append(rows)
     margins = {
-        f"{label}-{baseline}": {label: 1.0, baseline: -1.0} for label in runs for baseline in ("raw_pixels", "random_init")
+        f"{label}-{baseline}": {label: 1.0, baseline: -1.0}
+        for label in runs
+        for baseline in ("raw_pixels", "random_init")
     }
     results = interval_rows(correct, margins, n_bootstrap, alpha, int(cfg.seed))
     if rank_zero_only.rank == 0:
