@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import binary_auroc
 
+from callbacks.metrics.hierarchical_bootstrap import percentile_interval
+
 
 def per_sample_std(features: Tensor) -> Tensor:
     """Each sample's std across its features ``[N]`` (the per-sample form of ``sample_std``)."""
@@ -47,8 +49,7 @@ def auc_interval(
         ],
         dtype=torch.float64,
     )
-    low, high = torch.quantile(values, torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64))
-    return float(low), float(high)
+    return percentile_interval(values, alpha)
 
 
 def detection_aucs(
