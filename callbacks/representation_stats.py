@@ -42,7 +42,8 @@ class RepresentationStats(ValidationEndProbe):
     ``views_loader`` is given, or when the datamodule's training items carry ``views``; then over the
     first ``alignment_samples`` samples of that dataset (first two views). Otherwise it is skipped
     (said once at rank zero). Augmented views repeat across runs and world sizes only when that
-    loader has ``num_workers=0`` (the batches are loaded under ``seed``).
+    loader has ``num_workers=0`` (the batches are loaded under ``seed``). ``uniformity`` is estimated on a
+    ``seed``-drawn subset of ``uniformity_samples`` features (null: all pairs, quadratic in the split's size).
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class RepresentationStats(ValidationEndProbe):
         loaders: tuple[DataLoader, DataLoader] | None = None,
         views_loader: DataLoader | None = None,
         alignment_samples: int = 1024,
+        uniformity_samples: int | None = 4096,
         prefix: str = "stats",
         seed: int | None = 0,
     ) -> None:
@@ -65,6 +67,10 @@ class RepresentationStats(ValidationEndProbe):
             raise ValueError(f"RepresentationStats: collapse_threshold={collapse_threshold} must be positive")
         if alignment_samples < 1:
             raise ValueError(f"RepresentationStats: alignment_samples={alignment_samples} must be >= 1")
+        if uniformity_samples is not None and uniformity_samples < 2:
+            raise ValueError(
+                f"RepresentationStats: uniformity_samples={uniformity_samples} must be >= 2 (pairs), or null for all"
+            )
         self.every_n_epochs = check_every_n_epochs(every_n_epochs, "RepresentationStats")
         self.split = split
         self.collapse_threshold = collapse_threshold
@@ -73,6 +79,7 @@ class RepresentationStats(ValidationEndProbe):
         self.loaders = loaders
         self.views_loader = views_loader
         self.alignment_samples = alignment_samples
+        self.uniformity_samples = uniformity_samples
         self.prefix = prefix
         self.seed = seed
         self._said_no_views = False
@@ -88,7 +95,7 @@ class RepresentationStats(ValidationEndProbe):
         loader = loaders[0] if self.split == "train" else loaders[1]
         extract = dict(embed_fn=self.embed_fn, embed_kwargs=self.embed_kwargs, seed=self.seed)
         features, _ = extract_features(pl_module, loader, **extract)
-        stats = representation_stats(features)
+        stats = representation_stats(features, self.uniformity_samples, self.seed or 0)
         collapsed = stats["normalized_std"] * math.sqrt(features.shape[1]) < self.collapse_threshold
         stats["collapsed"] = float(collapsed)
         if collapsed:

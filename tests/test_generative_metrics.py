@@ -211,6 +211,37 @@ def test_frechet_distance_is_zero_for_one_distribution_and_grows_with_a_shift() 
     assert frechet_distance(real, same + 2.0) == pytest.approx(12.0, rel=0.05)
 
 
+def test_frechet_distance_equals_the_formula_with_a_matrix_square_root() -> None:
+    """Heusel et al. 2017, Eq. 6 by hand (scipy's sqrtm of C_r C_f) on a well-conditioned pair."""
+    from scipy.linalg import sqrtm
+
+    generator = torch.Generator().manual_seed(1)
+    real = torch.randn(400, 6, generator=generator, dtype=torch.float64)
+    fake = torch.randn(400, 6, generator=generator, dtype=torch.float64) * 1.5 + 0.3
+    mean_r, mean_f = real.mean(0).numpy(), fake.mean(0).numpy()
+    cov_r, cov_f = torch.cov(real.T).numpy(), torch.cov(fake.T).numpy()
+    by_hand = ((mean_r - mean_f) ** 2).sum() + (cov_r + cov_f - 2 * sqrtm(cov_r @ cov_f).real).trace()
+    assert float(frechet_distance(real, fake)) == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_frechet_distance_stays_real_and_finite_on_singular_covariances() -> None:
+    """Fewer samples than features (rank-deficient covariances, as 2,048-d Inception features of a few hundred
+    samples give; LightningDiT#97 reports NaN there): the distance is a finite real number, 0 for one set, small
+    for a near copy."""
+    generator = torch.Generator().manual_seed(0)
+    real = torch.randn(50, 256, generator=generator)
+    near = real + 1e-4 * torch.randn(50, 256, generator=generator)
+    duplicated = torch.cat([real[:10]] * 5)
+    for fake in (real, near, duplicated):
+        distance = frechet_distance(real, fake)
+        assert distance.dtype == torch.float64 and torch.isfinite(distance)
+        assert float(distance) >= 0
+    # Round-off of the 206 zero eigenvalues, against traces of about 2 x 256.
+    assert float(frechet_distance(real, real)) == pytest.approx(0.0, abs=1e-4)
+    assert float(frechet_distance(real, near)) < 1e-3
+    assert float(frechet_distance(real, duplicated)) > 1.0
+
+
 def test_kernel_distance_clamps_the_subset_size_and_separates_shifted_sets() -> None:
     generator = torch.Generator().manual_seed(0)
     real, same = torch.randn(300, 3, generator=generator), torch.randn(200, 3, generator=generator)

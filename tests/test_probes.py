@@ -37,6 +37,7 @@ from callbacks.metrics.representation import (
     feature_std,
     l4_l2_ratio,
     normalized_feature_std,
+    representation_stats,
     sample_std,
     uniformity,
 )
@@ -232,6 +233,18 @@ def test_statistics_of_one_hot_rows():
     assert effective_rank(features) == pytest.approx(4.0)
     assert uniformity(features) == pytest.approx(math.log((4 + 24 * math.exp(-4)) / 28))
     assert uniformity(features, chunk_size=3) == pytest.approx(uniformity(features))
+
+
+def test_uniformity_on_a_seeded_subset_of_many_features():
+    features = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    exact = representation_stats(features)
+    assert representation_stats(features, uniformity_samples=300) == exact
+    subset = representation_stats(features, uniformity_samples=100, seed=3)
+    rows = torch.randperm(300, generator=torch.Generator().manual_seed(3))[:100]
+    assert subset["uniformity"] == pytest.approx(uniformity(features[rows]))
+    assert subset["uniformity"] != exact["uniformity"]
+    assert subset["uniformity"] == pytest.approx(exact["uniformity"], abs=0.1)
+    assert {k: v for k, v in subset.items() if k != "uniformity"} == {k: v for k, v in exact.items() if k != "uniformity"}
 
 
 def test_statistics_of_identical_rows_show_collapse():
@@ -492,6 +505,8 @@ def test_bad_settings_are_refused(tmp_path):
         LinearProbe(every_n_epochs=0)
     with pytest.raises(ValueError, match="split="):
         RepresentationStats(split="test")
+    with pytest.raises(ValueError, match="uniformity_samples=1"):
+        RepresentationStats(uniformity_samples=1)
     with pytest.raises(ValueError, match="no attribute `encoder.weight`"):
         trainer(tmp_path, [WeightGrid(weight="encoder.weight")]).validate(RandomLinear(), datamodule=BlobData())
 

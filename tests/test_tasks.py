@@ -1,4 +1,4 @@
-"""``task=sample`` and ``task=eval`` of a checkpoint, and reward guidance chosen in config."""
+"""``task=sample``, ``task=eval`` and ``task=probe`` of a checkpoint, and reward guidance chosen in config."""
 
 from __future__ import annotations
 
@@ -76,7 +76,9 @@ def test_task_eval_writes_the_metrics_of_the_checkpoint(diffusion_ckpt: Path, tm
         (["task=sample", "ckpt=/no/such.ckpt"], "ckpt=/no/such.ckpt: no such checkpoint file"),
         (["task=sample", "n=0", "ckpt=TRAINED"], "n=0: n (how many samples task=sample draws) takes an integer >= 1"),
         (["task=eval"], "task=eval works on a checkpoint"),
-        (["task=train"], "task=train: choose one of fit, sample, eval"),
+        (["task=train"], "task=train: choose one of fit, sample, eval, probe"),
+        (["task=probe", "ckpt=TRAINED", "probe.split=train"], "probe.split=train: choose one of val, test"),
+        (["task=probe", "ckpt=TRAINED", "probe.t=1.5"], "probe.t=1.5"),
     ],
 )
 def test_bad_task_inputs_name_the_fix(overrides, message, diffusion_ckpt, tmp_path) -> None:
@@ -84,6 +86,29 @@ def test_bad_task_inputs_name_the_fix(overrides, message, diffusion_ckpt, tmp_pa
     with pytest.raises((ValueError, FileNotFoundError)) as caught:
         run_task(tmp_path, *overrides)
     assert message in str(caught.value)
+
+
+def test_task_probe_gives_the_cell_of_the_training_runs_probe_map(tmp_path_factory, tmp_path) -> None:
+    probe_map = ["callbacks=probe_map", "callbacks.probe_map.layers=[1]", "callbacks.probe_map.levels=[0.5]",
+                 "callbacks.probe_map.draws=2", "callbacks.probe_map.figure_dir=null"]
+    run = tmp_path_factory.mktemp("mapped")
+    main(compose_config(["method=diffusion", "net=dit", "net.width=32", "trainer=debug", *probe_map,
+                         "~callbacks.progress", "~callbacks.lr_monitor", "~logger", "seed=3"], run))
+    mapped = json.loads((run / "metrics.json").read_text())
+    ckpt = run / "checkpoints" / "last.ckpt"
+    out = run_task(tmp_path, "task=probe", f"ckpt={ckpt}", "probe.layer=1", "probe.t=0.5", "probe.draws=2", "seed=3")
+    probed = json.loads((out / "metrics.json").read_text())
+    assert probed["probe/linear_top1"] == pytest.approx(mapped["probe_map/linear_b1_t0.5"], abs=1e-6)
+    assert probed["probe/knn_top1"] == pytest.approx(mapped["probe_map/knn_b1_t0.5"], abs=1e-6)
+    other = run_task(tmp_path / "other", "task=probe", f"ckpt={ckpt}", "probe.layer=1", "probe.t=0.5", "probe.draws=2", "seed=4")
+    assert json.loads((other / "metrics.json").read_text()) != probed
+
+
+def test_task_probe_reads_plain_features_on_the_test_split(dae_ckpt: Path, tmp_path: Path) -> None:
+    out = run_task(tmp_path, "task=probe", f"ckpt={dae_ckpt}", "probe.split=test")
+    probed = json.loads((out / "metrics.json").read_text())
+    # The DAE's 100 ReLU codes of the digits after four steps: far above chance (0.1) if features and labels line up.
+    assert probed["probe/linear_top1"] > 0.6 and probed["probe/knn_top1"] > 0.6
 
 
 def test_sampling_a_method_that_cannot_sample_is_refused(dae_ckpt: Path, tmp_path: Path) -> None:

@@ -57,12 +57,14 @@ def frechet_distance_of_stats(
 ) -> Tensor:
     """Heusel et al. 2017, Eq. 6, from the two Gaussians ``(mean, covariance)``; a float64 scalar.
 
-    ``real_root`` is ``C_r^½`` when the caller already has it (the bootstrap reuses it).
+    ``real_root`` is ``C_r^½`` when the caller already has it (the bootstrap reuses it). On singular covariances
+    (fewer samples than features) the round-off of the zero eigenvalues, amplified by their square roots, can
+    leave the sum a hair below 0; the distance is clamped there, so it is never negative, NaN or complex.
     """
     (mean_r, cov_r), (mean_f, cov_f) = real, fake
     root_r = _psd_sqrt(cov_r) if real_root is None else real_root
     cross = torch.linalg.eigvalsh(root_r @ cov_f @ root_r).clamp(min=0).sqrt().sum()
-    return (mean_r - mean_f).square().sum() + cov_r.trace() + cov_f.trace() - 2 * cross
+    return ((mean_r - mean_f).square().sum() + cov_r.trace() + cov_f.trace() - 2 * cross).clamp(min=0)
 
 
 def frechet_distance(real: Tensor, fake: Tensor) -> Tensor:

@@ -92,8 +92,17 @@ def uniformity(features: Tensor, t: float = 2.0, chunk_size: int = 1024) -> floa
     return (torch.logsumexp(torch.stack(log_sums), dim=0) - math.log(n * (n - 1) / 2)).item()
 
 
-def representation_stats(features: Tensor) -> dict[str, float]:
-    """Every single-view statistic of this module, by name."""
+def representation_stats(features: Tensor, uniformity_samples: int | None = None, seed: int = 0) -> dict[str, float]:
+    """Every single-view statistic of this module, by name.
+
+    ``uniformity`` averages over all ``N^2 / 2`` pairs; with ``uniformity_samples`` it is estimated on a
+    random subset of that many rows (drawn with ``seed``), as Wang & Isola estimate it on batches: on
+    54,000 features the exact figure takes 30 s a call, a subset of 4,096 rows a fraction of a second.
+    """
+    subset = features
+    if uniformity_samples is not None and len(features) > uniformity_samples:
+        generator = torch.Generator().manual_seed(seed)
+        subset = features[torch.randperm(len(features), generator=generator)[:uniformity_samples]]
     return {
         "normalized_std": normalized_feature_std(features),
         "sample_std": sample_std(features),
@@ -101,5 +110,5 @@ def representation_stats(features: Tensor) -> dict[str, float]:
         "l2_norm": mean_l2_norm(features),
         "l4_l2": l4_l2_ratio(features),
         "effective_rank": effective_rank(features),
-        "uniformity": uniformity(features),
+        "uniformity": uniformity(subset),
     }

@@ -12,6 +12,8 @@ import contextlib
 import glob
 import hashlib
 import os
+import re
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,14 @@ import torch
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj, path)`` such that ``path`` never holds a partial file, even after ``kill -9``.
 
-    Temp files left by writers that were killed (``.<name>.<random>.tmp`` beside the target) are
-    removed after the next successful write of the same target.
+    The temp file beside the target is named after its writer (``.<name>.<host>.<pid>.<random>.tmp``). After a
+    successful write, the temp files of the same target whose writer was a process of this host that no longer
+    runs (killed mid-write) are removed; those of live writers (another process saving the same cache entry at
+    the same moment) and of other hosts stay.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temp = path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as file:
@@ -41,8 +45,29 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         raise
     fsync_folder(path.parent)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
+        if writer_is_gone(stale.name):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+
+
+HOST = socket.gethostname().replace(".", "-") or "host"
+"""This host's name as temp file names carry it (no dots, so the name splits back)."""
+
+TEMP_WRITER = re.compile(r"\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{32}\.tmp$")
+
+
+def writer_is_gone(temp_name: str) -> bool:
+    """Whether the temp file ``temp_name`` was written by a process of this host that no longer runs."""
+    match = TEMP_WRITER.search(temp_name)
+    if match is None or match["host"] != HOST:
+        return False
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def fsync_folder(folder: Path) -> None:

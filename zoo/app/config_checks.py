@@ -41,8 +41,8 @@ TOP_LEVEL: dict[str, Any] = {
 """The types of the top-level keys of ``conf/config.yaml`` that take a plain value."""
 
 
-TASKS = ("fit", "sample", "eval")
-"""What ``task=`` takes: train (and validate, test), sample a checkpoint, evaluate a checkpoint."""
+TASKS = ("fit", "sample", "eval", "probe")
+"""What ``task=`` takes: train (and validate, test), sample a checkpoint, evaluate a checkpoint, probe its features."""
 
 
 def check_run(cfg: DictConfig) -> None:

@@ -88,6 +88,13 @@ RANGES: dict[str, Allowed] = {
     "seed": Allowed(int, low=0, high=SEED_MAX),
     "n": Allowed(int, low=1, means="how many samples task=sample draws"),
     "sample_batch_size": Allowed(int, low=1, means="task=sample's batch"),
+    "probe.layer": Allowed(int, low=0, nullable=True, means="the block task=probe reads"),
+    "probe.t": Allowed(float, low=0, high=1, nullable=True, means="task=probe's noise level (1 = data)"),
+    "probe.draws": Allowed(int, low=1, means="noise draws task=probe averages"),
+    "probe.k": Allowed(int, low=1, means="task=probe's kNN neighbours"),
+    "probe.temperature": Allowed(float, low=0, open=("low",), means="task=probe's kNN temperature"),
+    "probe.weight_decay": Allowed(float, low=0, means="task=probe's linear-probe weight decay"),
+    "probe.max_iter": Allowed(int, low=1, means="task=probe's linear-probe iterations"),
     "study_jobs": Allowed(int, low=1, means="how many of a study's runs fit side by side"),
     # Lightning's trainer, as the zoo passes it on.
     "trainer.max_steps": Allowed(int, low=1, also=(-1,)),

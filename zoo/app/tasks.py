@@ -10,6 +10,11 @@ predict-and-perturb) and ``guidance=...`` apply to this sampling.
 
 ``python run.py task=eval ckpt=<path>`` runs every validation callback, probe and metric of the
 configured callbacks once on the checkpoint's weights, then the test loop, and writes ``metrics.json``.
+
+``python run.py task=probe ckpt=<path> probe.layer=2 probe.t=0.8`` fits the linear and kNN probes of the
+checkpoint's features at one block and noise level (one cell of ``callbacks.ProbeMap``, with its code) on the
+probe train split and scores them on ``probe.split``; ``metrics.json`` holds ``probe/linear_top1`` and
+``probe/knn_top1``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 from torchvision.utils import save_image
 
+from callbacks.features import labeled, noise_averaged_features
+from callbacks.metrics.knn import knn_accuracy
+from callbacks.metrics.linear import linear_probe_accuracy
 from callbacks.progress import progress_shown, track
 from zoo.app.configs import overridden_keys
 from zoo.loading import Has, check_file, load_method
@@ -121,3 +129,42 @@ def method_to_evaluate(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.
             "pass the data settings of the training run (e.g. data.image_size=...)"
         )
     return method
+
+
+PROBE_SPLITS = ("val", "test")
+"""Where ``task=probe`` scores its probes: the probe val split (``ProbeMap``'s cells), or the test split."""
+
+
+def probe_task(cfg: DictConfig) -> dict[str, float]:
+    """``task=probe``: linear-probe and kNN top-1 of ``cfg.ckpt``'s ``embed`` at ``probe.layer`` and ``probe.t``.
+
+    DDAE (Xiang et al., ICCV 2023, Sec. 4.1): the features of a noised image at one block, averaged over
+    ``probe.draws`` noise draws, probed linearly and by kNN. The extraction and probes are ``callbacks.ProbeMap``'s
+    own (``noise_averaged_features``, ``linear_probe_accuracy``, ``knn_accuracy``), seeded by ``seed``, so with the
+    training run's seed, data and settings the figures equal that run's ``probe_map/linear_b<layer>_t<t>`` cell.
+    ``probe.layer`` and ``probe.t`` null leave them to ``embed`` (a MoCo encoder takes neither; one draw then).
+    """
+    settings = cfg.probe
+    if settings.split not in PROBE_SPLITS:
+        raise ValueError(f"probe.split={settings.split}: choose one of {', '.join(PROBE_SPLITS)}")
+    datamodule = instantiate(cfg.data)
+    method = method_to_evaluate(cfg, datamodule)
+    embed_kwargs = {key: settings[key] for key in ("layer", "t") if settings.get(key) is not None}
+    draws = int(settings.draws) if "t" in embed_kwargs else 1
+    train, val = datamodule.probe_dataloaders()
+    scored = val if settings.split == "val" else datamodule.test_dataloader()
+    seed = int(cfg.seed)
+    train_features, train_y = noise_averaged_features(method, train, draws, embed_kwargs, seed=seed)
+    labeled(train_features, train_y, "train", "task=probe")
+    features, y = noise_averaged_features(method, scored, draws, embed_kwargs, seed=seed)
+    labeled(features, y, settings.split, "task=probe")
+    summary = {
+        "probe/linear_top1": linear_probe_accuracy(
+            train_features, train_y, features, y, weight_decay=settings.weight_decay, max_iter=settings.max_iter
+        ),
+        "probe/knn_top1": knn_accuracy(train_features, train_y, features, y, k=settings.k, temperature=settings.temperature),
+    }
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return summary

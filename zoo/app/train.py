@@ -3,7 +3,7 @@
 ``build`` instantiates datamodule, net, method, callbacks, loggers and trainer (and compiles the
 method's net with ``compile=true``); ``fit`` runs one training run into ``cfg.paths.output_dir``, or
 with ``task=eval ckpt=<path>`` validates and tests a checkpoint without training; ``main``
-dispatches to ``task=sample`` (``zoo.app.tasks``), to an experiment's study (a function that runs several
+dispatches to ``task=sample`` and ``task=probe`` (``zoo.app.tasks``), to an experiment's study (a function that runs several
 fits and writes its table) or to one ``fit``, then prints the summary; what it prints is kept in the run
 folder's ``run.log`` (``zoo.app.terminal_log``). The resolved config is printed only with
 ``print_config=true``; otherwise one line says where Hydra wrote it. Under DDP every rank runs all of it;
@@ -152,7 +152,7 @@ def fit_trusting(cfg: DictConfig, info: dict[str, Any] | None) -> dict[str, floa
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Run ``task=sample``, the experiment's study if it has one, or one fit; print the summary; return
+    """Run ``task=sample`` or ``task=probe``, the experiment's study if it has one, or one fit; print the summary; return
     the metric. Rank zero keeps what the process prints in ``<run folder>/run.log``, to the end of a run that
     ends well (of a failed one, ``run.py`` stops it once it has printed the error)."""
     check_run(cfg)
@@ -163,6 +163,8 @@ def main(cfg: DictConfig) -> float | None:
     with trusting(bool(cfg.get("trust_checkpoint"))):
         if task == "sample":
             metrics = tasks.sample_task(cfg)
+        elif task == "probe":
+            metrics = tasks.probe_task(cfg)
         elif cfg.get("study") is not None:
             metrics = instantiate(cfg.study, _partial_=True)(cfg)
         else:
