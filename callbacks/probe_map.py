@@ -90,14 +90,34 @@ def probe_map(
     cells = list(itertools.product(range(len(layers)), range(len(levels))))
     for i, j in track(cells, len(cells), "cells (block x noise level)"):
         kwargs = {**(embed_kwargs or {}), "t": levels[j], "layer": layers[i]}
-        train_feats, train_y = noise_averaged_features(module, loaders[0], draws, kwargs, embed_fn, seed)
-        labeled(train_feats, train_y, "train", "ProbeMap")
-        val_feats, val_y = noise_averaged_features(module, loaders[1], draws, kwargs, embed_fn, seed)
-        linear[i, j] = linear_probe_accuracy(
-            train_feats, train_y, val_feats, val_y, weight_decay=weight_decay, max_iter=max_iter
-        )
-        knn[i, j] = knn_accuracy(train_feats, train_y, val_feats, val_y, k=k, temperature=temperature)
+        cell = probe_cell(module, loaders, draws, kwargs, seed, k, temperature, weight_decay, max_iter, embed_fn)
+        linear[i, j], knn[i, j] = cell["linear"], cell["knn"]
     return ProbeMapResult(list(layers), [float(t) for t in levels], linear, knn, select)
+
+
+def probe_cell(
+    module: nn.Module,
+    loaders: tuple[DataLoader, DataLoader],
+    draws: int,
+    embed_kwargs: Mapping[str, Any],
+    seed: int = 0,
+    k: int = 20,
+    temperature: float = 0.07,
+    weight_decay: float = 1e-4,
+    max_iter: int = 100,
+    embed_fn: EmbedFn | None = None,
+) -> dict[str, float]:
+    """``{"linear": ..., "knn": ...}`` top-1 on the second loader of ``embed(x, **embed_kwargs)`` averaged over
+    ``draws`` seeded noise draws, the probes fitted on the first: one cell of the map."""
+    train_feats, train_y = noise_averaged_features(module, loaders[0], draws, embed_kwargs, embed_fn, seed)
+    labeled(train_feats, train_y, "train", "ProbeMap")
+    val_feats, val_y = noise_averaged_features(module, loaders[1], draws, embed_kwargs, embed_fn, seed)
+    return {
+        "linear": float(linear_probe_accuracy(
+            train_feats, train_y, val_feats, val_y, weight_decay=weight_decay, max_iter=max_iter
+        )),
+        "knn": float(knn_accuracy(train_feats, train_y, val_feats, val_y, k=k, temperature=temperature)),
+    }
 
 
 def map_figure(result: ProbeMapResult) -> Figure:

@@ -31,9 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 from torchvision.utils import save_image
 
-from callbacks.features import labeled, noise_averaged_features
-from callbacks.metrics.knn import knn_accuracy
-from callbacks.metrics.linear import linear_probe_accuracy
+from callbacks.probe_map import probe_cell
 from callbacks.progress import progress_shown, track
 from zoo.app.configs import overridden_keys
 from zoo.loading import Has, check_file, load_method
@@ -140,7 +138,7 @@ def probe_task(cfg: DictConfig) -> dict[str, float]:
 
     DDAE (Xiang et al., ICCV 2023, Sec. 4.1): the features of a noised image at one block, averaged over
     ``probe.draws`` noise draws, probed linearly and by kNN. The extraction and probes are ``callbacks.ProbeMap``'s
-    own (``noise_averaged_features``, ``linear_probe_accuracy``, ``knn_accuracy``), seeded by ``seed``, so with the
+    own (``callbacks.probe_map.probe_cell``), seeded by ``seed``, so with the
     training run's seed, data and settings the figures equal that run's ``probe_map/linear_b<layer>_t<t>`` cell.
     ``probe.layer`` and ``probe.t`` null leave them to ``embed`` (a MoCo encoder takes neither; one draw then).
     """
@@ -153,17 +151,11 @@ def probe_task(cfg: DictConfig) -> dict[str, float]:
     draws = int(settings.draws) if "t" in embed_kwargs else 1
     train, val = datamodule.probe_dataloaders()
     scored = val if settings.split == "val" else datamodule.test_dataloader()
-    seed = int(cfg.seed)
-    train_features, train_y = noise_averaged_features(method, train, draws, embed_kwargs, seed=seed)
-    labeled(train_features, train_y, "train", "task=probe")
-    features, y = noise_averaged_features(method, scored, draws, embed_kwargs, seed=seed)
-    labeled(features, y, settings.split, "task=probe")
-    summary = {
-        "probe/linear_top1": linear_probe_accuracy(
-            train_features, train_y, features, y, weight_decay=settings.weight_decay, max_iter=settings.max_iter
-        ),
-        "probe/knn_top1": knn_accuracy(train_features, train_y, features, y, k=settings.k, temperature=settings.temperature),
-    }
+    cell = probe_cell(
+        method, (train, scored), draws, embed_kwargs, int(cfg.seed),
+        settings.k, settings.temperature, settings.weight_decay, settings.max_iter,
+    )
+    summary = {f"probe/{probe}_top1": value for probe, value in cell.items()}
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
