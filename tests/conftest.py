@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import DictConfig
@@ -35,6 +36,19 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config(list(overrides), output_dir or tmp_path / "run")
 
     return make
+
+
+class ReleaseProcessGroup(L.Callback):
+    """Destroy the gloo process group at the end of a ``ddp_spawn`` fit, on every rank, after a barrier.
+
+    Lightning destroys only NCCL groups at exit; a gloo group left to interpreter shutdown aborts a worker now
+    and then ("terminate called without an active exception", SIGABRT) once its peer has gone. The teardown hook
+    is the trainer's last step, after its last collective."""
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
 
 
 def flip_stored_float(path: Path, entry: str, fraction: float) -> None:

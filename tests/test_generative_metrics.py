@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import ReleaseProcessGroup
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -344,7 +345,7 @@ def test_samples_are_gathered_across_two_processes(tmp_path: Path) -> None:
         limit_val_batches=1,
         num_sanity_val_steps=0,
         logger=False,
-        callbacks=[metrics],
+        callbacks=[metrics, ReleaseProcessGroup()],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ReleaseProcessGroup
 
 from datamodules import Digits
 from zoo.app.train import build
@@ -246,6 +247,7 @@ def test_v2_shuffle_bn_and_queue_under_two_process_ddp(tmp_path) -> None:
         accelerator="cpu",
         devices=2,
         strategy="ddp_spawn",
+        callbacks=[ReleaseProcessGroup()],
         max_epochs=1,
         limit_val_batches=0,
         logger=False,

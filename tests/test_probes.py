@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import ReleaseProcessGroup
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
@@ -551,6 +552,7 @@ def test_probe_metrics_do_not_depend_on_world_size(tmp_path):
             NoiseLevelProbe(levels=[0.2, 0.5, 0.8], every_n_epochs=1),
             WeightGrid(n_rows=6, top_k=2),
             OnlineLinearProbe(),
+            ReleaseProcessGroup(),
         ]
         run = trainer(tmp_path, callbacks, logger=False, default_root_dir=tmp_path, **kwargs)
         run.fit(NoisyLinear(), datamodule=BlobData(views=True))

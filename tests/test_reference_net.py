@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import flip_stored_float
+from conftest import ReleaseProcessGroup, flip_stored_float
 from hydra.utils import instantiate
 from test_generative_metrics import NoisyCopies, fit
 from torch import Tensor
@@ -282,7 +282,7 @@ def test_the_figures_do_not_depend_on_the_world_size(digits: Digits, cache_dir: 
             limit_val_batches=1,
             num_sanity_val_steps=0,
             logger=False,
-            callbacks=[metrics],
+            callbacks=[metrics, ReleaseProcessGroup()],
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
