@@ -3,9 +3,10 @@
 Metric names say the feature space they are computed in: ``gen/fd_<space>`` (Fréchet distance),
 ``gen/kid_<space>``, ``gen/precision_<space>`` and ``gen/recall_<space>``, where ``<space>`` is the
 feature net's ``name`` (``classifier`` for the dataset's ``ReferenceNet``, ``pixels`` for
-``PixelFeatures``, ``features`` for a net without a ``name``), ``inception`` for torchmetrics'
-Inception (used for images without a feature net, and only when torch-fidelity and its weights are
-already on disk) and ``vectors`` for raw vectors. Only Inception's Fréchet distance is FID, logged as
+``PixelFeatures``, ``features`` for a net without a ``name``), ``inception`` for the FID Inception
+(``callbacks/metrics/inception.py``, in the ADM evaluator's convention; used for images without a feature
+net, with its weights from the local file ``inception_weights`` or torch's hub cache) and ``vectors`` for raw
+vectors. Only Inception's Fréchet distance is FID, logged as
 ``gen/fd_inception``; no figure is called ``gen/fid``.
 
 Every Fréchet distance comes with what is needed to rank runs by it (``callbacks/metrics/frechet_distance.py``):
@@ -29,7 +30,6 @@ a chunk)``, and one after it how long it took.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import math
 import time
@@ -53,6 +53,8 @@ from callbacks.metrics.frechet_distance import (
     frechet_interval,
     gaussian_stats,
 )
+from callbacks.metrics.image_resize import to_inception_input
+from callbacks.metrics.inception import inception_file, load_inception
 from callbacks.metrics.kernel_distance import kernel_distance
 from callbacks.metrics.memorization import MEMORIZATION_THRESHOLD, memorization_ratio
 from callbacks.metrics.precision_recall import precision_recall
@@ -74,8 +76,6 @@ FEATURE_METRICS = ("fid", "kid", "precision_recall", "class_acc")
 MIN_FLOOR_ROWS = 8
 """The fewest held-out rows from which a floor is estimated; with fewer, none is logged."""
 
-INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
-"""torch-fidelity's Inception file, looked up (never downloaded) in ``torch.hub.get_dir()/checkpoints``."""
 
 DistanceFn = Callable[[Tensor], Tensor]
 Data = DataLoader | Tensor
@@ -90,13 +90,12 @@ class PixelFeatures(nn.Module):
         return x.clamp(-1, 1).flatten(1)
 
 
-def inception_missing() -> str | None:
-    """Why torchmetrics' default Inception cannot run offline here, or None when it can."""
-    if importlib.util.find_spec("torch_fidelity") is None:
-        return "torch-fidelity is not installed"
-    weights = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
-    if not weights.is_file():
-        return f"its weights are not at {weights}"
+def inception_missing(weights: str | Path | None) -> str | None:
+    """Why the FID Inception's weights cannot be read here (the message naming the download), or None."""
+    try:
+        inception_file(weights)
+    except FileNotFoundError as error:
+        return str(error)
     return None
 
 
@@ -127,8 +126,9 @@ class GenerativeMetrics(ValidationEndProbe):
 
     Features: ``feature_net``, any module mapping a batch in [-1, 1] to ``B, F``; one with ``fit_to``
     (the ``FitsToData`` protocol, e.g. ``callbacks.metrics.reference_net.ReferenceNet``) is fitted to the
-    datamodule in ``setup``, caching its weights in ``cache_dir``. Without one: Inception for images
-    (when on disk), raw vectors for precision/recall on vector data.
+    datamodule in ``setup``, caching its weights in ``cache_dir``. Without one: the FID Inception for images,
+    its weights read from ``inception_weights`` (a local file; None: torch's hub cache), raw vectors for
+    precision/recall on vector data.
 
     Data: ``real_data`` (a loader or a tensor of ``x``; default the datamodule's probe ``real_split``
     loader, first ``n_real`` examples, default ``n_samples``) is the reference set of FD, KID and
@@ -161,6 +161,7 @@ class GenerativeMetrics(ValidationEndProbe):
         kid_subsets: int = 100,
         n_bootstrap: int = 100,
         interval: float = 0.9,
+        inception_weights: str | Path | None = None,
     ) -> None:
         self.metrics = tuple(metrics)
         unknown = [m for m in self.metrics if m not in METRICS]
@@ -207,6 +208,7 @@ class GenerativeMetrics(ValidationEndProbe):
         self.kid_subsets = int(kid_subsets)
         self.n_bootstrap = int(n_bootstrap)
         self.interval = float(interval)
+        self.inception_weights = inception_weights
         self._features: nn.Module | None = None
         self._space = "vectors"
         self._resolved = False
@@ -357,16 +359,16 @@ class GenerativeMetrics(ValidationEndProbe):
                     "callbacks.metrics.reference_net.ReferenceNet uses the vectors themselves) or drop them from metrics"
                 )
             if images and in_features:
-                missing = inception_missing()
+                missing = inception_missing(self.inception_weights)
                 if missing is not None:
                     raise ValueError(
                         f"GenerativeMetrics: {in_features} on images need a feature net, and "
-                        f"torchmetrics' Inception cannot be used offline ({missing}); pass feature_net=... "
+                        f"the FID Inception cannot be used offline ({missing}); or pass feature_net=... "
                         "(callbacks.generative.feature_net=..., e.g. {_target_: "
                         "callbacks.metrics.reference_net.ReferenceNet}, or any module mapping B,C,H,W in "
                         "[-1, 1] to B,F)"
                     )
-                self._features = _InceptionFeatures().to(self._device)
+                self._features = _InceptionFeatures(self.inception_weights).to(self._device)
                 self._space = "inception"
         self._resolved = True
 
@@ -483,17 +485,16 @@ class _FrozenFeatures(nn.Module):
 
 
 class _InceptionFeatures(nn.Module):
-    """torchmetrics' Inception-v3 pool features (2048) of images in [-1, 1], grey images repeated to RGB."""
+    """The FID Inception's pool features (2048) of images in [-1, 1], quantized to uint8 and resized as the ADM
+    evaluator does, grey images repeated to RGB."""
 
-    def __init__(self) -> None:
+    def __init__(self, weights: str | Path | None) -> None:
         super().__init__()
-        from torchmetrics.image.fid import NoTrainInceptionV3
-
-        self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
+        self.net = load_inception(weights)
 
     def forward(self, x: Tensor) -> Tensor:
         pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return self.net(pixels.expand(-1, 3, -1, -1) if pixels.shape[1] == 1 else pixels)
+        return self.net(to_inception_input(pixels, "adm"))[0]
 
 
 def _probe_loader(trainer: L.Trainer, split: str) -> DataLoader:

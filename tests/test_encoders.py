@@ -7,6 +7,7 @@ from pathlib import Path
 import huggingface_hub
 import lightning as L
 import pytest
+import safetensors.torch
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -73,6 +74,24 @@ def test_timm_loads_a_local_weights_file(tmp_path: Path) -> None:
     assert torch.equal(encoder.backbone.conv1.weight, reference.conv1.weight)
     with pytest.raises(FileNotFoundError, match="encoder.weights_path=.*missing.pth"):
         encoders.timm("resnet18", weights_path=str(tmp_path / "missing.pth"))
+
+
+def test_dinov2_with_registers_loads_from_a_local_safetensors_file_at_224_px(tmp_path: Path) -> None:
+    """REPA's and RAE's target, offline: timm's DINOv2 with 4 registers from a local ``model.safetensors`` (here
+    random weights of the small one, saved at its native 518 px), built at 224 px: the position embedding is
+    resampled to 16x16 patches, every other weight is the file's, and the tokens are the 256 patches."""
+    reference = create_model("vit_small_patch14_reg4_dinov2")
+    safetensors.torch.save_file(reference.state_dict(), tmp_path / "model.safetensors")
+    encoder = encoders.timm(
+        "vit_small_patch14_reg4_dinov2", weights_path=str(tmp_path / "model.safetensors"), img_size=224, input_size=224
+    )
+    assert encoder.backbone.pos_embed.shape == (1, 256, 384)
+    assert torch.equal(encoder.backbone.reg_token, reference.reg_token)
+    assert torch.equal(encoder.backbone.blocks[0].attn.qkv.weight, reference.blocks[0].attn.qkv.weight)
+    tokens, pooled = encoder(torch.zeros(2, 1, 8, 8))
+    assert tokens.shape == (2, 256, 384) and pooled.shape == (2, 384)
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download timm/vit_small_patch14_reg4_dinov2"):
+        encoders.timm("vit_small_patch14_reg4_dinov2", weights_path=str(tmp_path / "missing.safetensors"))
 
 
 def test_timm_pretrained_without_network_says_to_pass_weights_path(tmp_path: Path, monkeypatch) -> None:

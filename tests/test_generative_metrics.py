@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 from torchvision.io import read_image
 from torchvision.utils import make_grid
 
-import callbacks.generative_metrics as generative_metrics
 from callbacks.generative_metrics import GenerativeMetrics, frechet_distance
+from callbacks.metrics.inception import FIDInceptionV3
 from callbacks.metrics.kernel_distance import kernel_distance
 from callbacks.metrics.memorization import memorization_ratio, two_nearest_distances
 from callbacks.metrics.precision_recall import knn_radii, precision_recall
@@ -281,10 +281,10 @@ def test_fid_on_vectors_without_a_feature_net_is_refused() -> None:
         fit(NoisyCopies(data.x), data, [GenerativeMetrics(metrics=["fid", "memorization"])], False)
 
 
-def test_images_without_a_feature_net_or_local_inception_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generative_metrics, "inception_missing", lambda: "torch-fidelity is not installed")
+def test_images_without_a_feature_net_or_local_inception_are_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     data = TinyData(IMAGE_SHAPE)
-    with pytest.raises(ValueError, match=r"offline \(torch-fidelity is not installed\); pass feature_net="):
+    with pytest.raises(ValueError, match=r"offline \(no Inception weights in .*download https://.*; or pass feature_net="):
         fit(NoisyCopies(data.x), data, [GenerativeMetrics()], False)
 
 
@@ -318,13 +318,16 @@ def test_feature_net_must_return_feature_rows() -> None:
         metrics.evaluate(L.Trainer(logger=False, accelerator="cpu"), module)
 
 
-def test_inception_is_found_only_as_a_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generative_metrics.importlib.util, "find_spec", lambda name: object())
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    assert "weights are not at" in generative_metrics.inception_missing()
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / generative_metrics.INCEPTION_WEIGHTS).write_bytes(b"weights")
-    assert generative_metrics.inception_missing() is None
+def test_the_fid_inception_reads_a_local_weights_file(tmp_path: Path) -> None:
+    """``inception_weights=<file>``: gen/fd_inception in the Inception's 2048 features, nothing downloaded (4 held-out
+    rows: no floor, whose 2048-dim fits take a minute on a CPU)."""
+    torch.save(FIDInceptionV3().state_dict(), tmp_path / "inception.pth")
+    data = TinyData(IMAGE_SHAPE, n=24)
+    metrics = GenerativeMetrics(
+        n_samples=12, metrics=["fid"], n_bootstrap=0, held_out_data=data.x[:4], inception_weights=tmp_path / "inception.pth"
+    )
+    trainer = fit(NoisyCopies(data.x), data, [metrics], False)
+    assert trainer.callback_metrics["gen/fd_inception"] > 0 and metrics._features.net.fc.out_features == 1008
 
 
 class RankConstant(NoisyCopies):

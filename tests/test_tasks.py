@@ -11,7 +11,10 @@ import pytest
 import torch
 from conftest import compose_config
 from hydra.utils import instantiate
+from test_scale import run_py
+from torchvision.io import read_image
 
+from zoo.app.sample_task import batch_seed
 from zoo.app.train import main
 from zoo.loading import load_method
 
@@ -48,19 +51,37 @@ def run_task(tmp_path: Path, *overrides: str) -> Path:
 )
 def test_task_sample_writes_a_grid_and_an_npz_numpy_reads(overrides, tmp_path_factory, tmp_path) -> None:
     ckpt = trained(tmp_path_factory, "run", *overrides)
-    out = run_task(tmp_path, "task=sample", f"ckpt={ckpt}", "n=10", "method.sampler.steps=2")
-    assert (out / "samples.png").stat().st_size > 0
+    out = run_task(tmp_path, "task=sample", f"ckpt={ckpt}", "n=10", "sample_batch_size=4", "method.sampler.steps=2")
     with np.load(out / "samples.npz") as arrays:
         samples, labels = arrays["arr_0"], arrays["arr_1"]
     assert len(samples) == len(labels) == 10 and (labels == -1).all()
+    assert not list(out.glob(".samples.rank*")), "the shards are joined and removed"
     method = load_method(ckpt)
-    expected = method.sample(10, generator=torch.Generator().manual_seed(0), steps=2)
+    # Batch i of sample_batch_size comes from its own generator, seeded by (seed, i).
+    expected = torch.cat([
+        method.sample(size, generator=torch.Generator().manual_seed(batch_seed(0, i)), steps=2)
+        for i, size in enumerate((4, 4, 2))
+    ])
     if samples.ndim == 4:
-        assert samples.dtype == np.uint8 and samples.shape == (10, *expected.shape[2:], expected.shape[1])
-        quantized = ((expected.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        assert np.array_equal(samples, quantized), "the command line's method.sampler.steps=2 is applied"
+        assert samples.dtype == np.uint8 and samples.shape == (10, *expected.shape[2:], 3)
+        quantized = ((expected.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        assert np.array_equal(samples, quantized.expand(-1, -1, -1, 3).numpy()), "grey repeated to RGB, steps=2"
+        assert min(read_image(str(out / "samples.png")).shape[1:]) >= 256
     else:
+        assert (out / "samples.png").stat().st_size > 0
         np.testing.assert_allclose(samples, expected.numpy(), rtol=0, atol=1e-6)
+
+
+def test_task_sample_on_two_processes_writes_the_file_of_one(diffusion_ckpt: Path, tmp_path: Path) -> None:
+    """13 samples in 5 batches of 3, shared unevenly by 2 gloo processes: the same npz as one process, RGB."""
+    common = ["task=sample", f"ckpt={diffusion_ckpt}", "n=13", "sample_batch_size=3", "method.sampler.steps=2"]
+    one = run_task(tmp_path / "one", *common)
+    result = run_py(*common, "trainer=ddp", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'two'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(one / "samples.npz") as alone, np.load(tmp_path / "two" / "samples.npz") as shared:
+        assert alone["arr_0"].shape == (13, 8, 8, 3)
+        assert np.array_equal(alone["arr_0"], shared["arr_0"]) and np.array_equal(alone["arr_1"], shared["arr_1"])
+    assert not list((tmp_path / "two").glob(".samples.rank*"))
 
 
 def test_task_eval_writes_the_metrics_of_the_checkpoint(diffusion_ckpt: Path, tmp_path: Path) -> None:
@@ -141,7 +162,8 @@ def test_reward_guidance_from_the_command_line_samples_toward_the_reward(diffusi
 
     def mean_reward(folder: Path) -> float:
         with np.load(folder / "samples.npz") as arrays:
-            images = torch.from_numpy(arrays["arr_0"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            # One channel of the RGB file: the digits are grey.
+            images = torch.from_numpy(arrays["arr_0"][..., :1]).permute(0, 3, 1, 2).float() / 127.5 - 1
         return float(reward(images).mean())
 
     assert mean_reward(guided) > mean_reward(plain)

@@ -16,7 +16,8 @@ and its checkpoint's ``run_config["shape"]`` is the pixel shape ``(C, H, W)`` it
 checkpoint that is not an autoencoder and one trained on another image size or channel count than
 the data, and returns the method wrapped in ``FrozenAutoencoder``: no parameter requires a gradient and
 it stays in eval mode whatever its parent's mode. ``FrozenAutoencoder.digest`` is the SHA-256 of the
-checkpoint file (what keys a latent cache, ``zoo.latent_cache``).
+checkpoint file (what keys a latent cache, ``zoo.latent_cache``). A folder instead of a checkpoint is a local
+diffusers ``AutoencoderKL`` (the SD-VAE: ``load_diffusers_autoencoder``), read from its files alone.
 
 **Normalisation** is not the autoencoder's: the method that models the latents (the diffusion method
 with ``autoencoder=<ckpt>``) fits a ``LatentNormalizer`` (per-channel mean and std, LightningDiT's
@@ -84,6 +85,55 @@ class FrozenAutoencoder(nn.Module):
         return self.method.decode(z)
 
 
+SD_VAE_DOWNLOAD = (
+    "huggingface-cli download stabilityai/sd-vae-ft-ema --local-dir <folder> (config.json and "
+    "diffusion_pytorch_model.safetensors; sd-vae-ft-mse likewise) on a machine with a network"
+)
+
+
+class DiffusersAutoencoder(nn.Module):
+    """A diffusers ``AutoencoderKL`` (the SD-VAE of latent DiT, SiT and REPA) as an ``Autoencoder``: ``encode`` the
+    posterior mean, ``decode`` the decoder's image; ``latent_shape`` ``(latent_channels, H/f, W/f)`` with ``f``
+    ``2^(levels - 1)`` (8 for the SD-VAE)."""
+
+    def __init__(self, vae: nn.Module, image_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.vae = vae
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.latent_shape = (int(vae.config.latent_channels), image_shape[1] // factor, image_shape[2] // factor)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.vae.encode(x).latent_dist.mean
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.vae.decode(z).sample
+
+
+def load_diffusers_autoencoder(folder: str | Path, data_shape: Sequence[int], setting: str) -> FrozenAutoencoder:
+    """``AutoencoderKL.from_pretrained(folder)`` from local files only and safetensors only (no pickle), checked
+    against ``data_shape``; its digest is that of its config and weights files."""
+    from diffusers import AutoencoderKL
+
+    folder = Path(folder)
+    files = sorted([folder / "config.json", *folder.glob("*.safetensors")])
+    if not files[0].is_file() or len(files) < 2:
+        raise FileNotFoundError(
+            f"{setting}={folder} is a folder but not a diffusers AutoencoderKL (config.json and a .safetensors "
+            f"weights file); get one with {SD_VAE_DOWNLOAD}, or pass a zoo autoencoder's last.ckpt"
+        )
+    vae = AutoencoderKL.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    data_shape = tuple(int(s) for s in data_shape)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if len(data_shape) != 3 or data_shape[0] != vae.config.in_channels or data_shape[1] % factor or data_shape[2] % factor:
+        raise ValueError(
+            f"{setting}={folder} encodes images of {vae.config.in_channels} channels whose sides are multiples of "
+            f"{factor}, but the data are {list(data_shape)}; pick data.image_size and channels to match "
+            "(data.channels=3 for the SD-VAE)"
+        )
+    digest = hashlib.sha256("".join(f"{file.name}:{file_digest(file)};" for file in files).encode()).hexdigest()
+    return FrozenAutoencoder(DiffusersAutoencoder(vae, data_shape), data_shape, digest)
+
+
 def file_digest(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, hex."""
     digest = hashlib.sha256()
@@ -96,7 +146,10 @@ def file_digest(path: str | Path) -> str:
 def load_autoencoder(
     path: str | Path, data_shape: Sequence[int], setting: str = "autoencoder"
 ) -> FrozenAutoencoder:
-    """The frozen autoencoder of a zoo checkpoint, checked against the data's pixel shape ``data_shape``."""
+    """The frozen autoencoder of a zoo checkpoint, or of a local diffusers ``AutoencoderKL`` folder (an SD-VAE),
+    checked against the data's pixel shape ``data_shape``."""
+    if Path(path).is_dir():
+        return load_diffusers_autoencoder(path, data_shape, setting)
     method = load_method(
         path,
         expect=is_autoencoder,

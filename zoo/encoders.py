@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timm.models import create_model, load_state_dict
+from timm.models import create_model
 from torch import Tensor, nn
 
 from zoo.loading import Has, load_method
@@ -112,18 +112,20 @@ def timm(
 ) -> FrozenEncoder:
     """A timm model by ``name`` (``timm.create_model`` with ``kwargs``), frozen.
 
-    Weights: from ``weights_path`` if given (a state dict file, loaded with ``weights_only=True``;
-    ``.safetensors`` too), else timm's pretrained weights if ``pretrained`` (the Hugging Face cache
-    or a download), else random. ``input_size`` resizes inputs to that side (224 for most
+    Weights: from ``weights_path`` if given (a state dict file, ``.safetensors`` or a ``.pth`` loaded with
+    ``weights_only=True``, through timm's own loader: its checkpoint filter resamples the position embedding to
+    the ``img_size`` asked for and converts the original DINOv2 files), else timm's pretrained weights if
+    ``pretrained`` (the Hugging Face cache or a download), else random. ``input_size`` resizes inputs to that side (224 for most
     pretrained models); ``normalize`` applies the model's pretrained mean/std.
     """
     if weights_path is not None:
         if not Path(weights_path).is_file():
             raise FileNotFoundError(
-                f"encoder.weights_path={weights_path}: no such file; pass a state dict file"
+                f"encoder.weights_path={weights_path}: no such file; download the weights of timm's {name!r} "
+                f"(huggingface-cli download timm/{name} model.safetensors --local-dir <folder>) and pass "
+                "encoder.weights_path=<folder>/model.safetensors"
             )
-        model = create_model(name, **kwargs)
-        model.load_state_dict(load_state_dict(weights_path, weights_only=True))
+        model = create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights_path)}, **kwargs)
     elif pretrained:
         try:
             model = create_model(name, pretrained=True, **kwargs)

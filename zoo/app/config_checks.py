@@ -41,8 +41,9 @@ TOP_LEVEL: dict[str, Any] = {
 """The types of the top-level keys of ``conf/config.yaml`` that take a plain value."""
 
 
-TASKS = ("fit", "sample", "eval", "probe")
-"""What ``task=`` takes: train (and validate, test), sample a checkpoint, evaluate a checkpoint, probe its features."""
+TASKS = ("fit", "sample", "eval", "probe", "fid", "fid_reference")
+"""What ``task=`` takes: train (and validate, test), sample a checkpoint, evaluate a checkpoint, probe its features,
+Inception metrics of a sample file, Inception statistics of a dataset."""
 
 
 def check_run(cfg: DictConfig) -> None:

@@ -95,6 +95,7 @@ RANGES: dict[str, Allowed] = {
     "probe.temperature": Allowed(float, low=0, open=("low",), means="task=probe's kNN temperature"),
     "probe.weight_decay": Allowed(float, low=0, means="task=probe's linear-probe weight decay"),
     "probe.max_iter": Allowed(int, low=1, means="task=probe's linear-probe iterations"),
+    "fid.batch_size": Allowed(int, low=1, means="images per Inception batch of task=fid"),
     "study_jobs": Allowed(int, low=1, means="how many of a study's runs fit side by side"),
     # Lightning's trainer, as the zoo passes it on.
     "trainer.max_steps": Allowed(int, low=1, also=(-1,)),
