@@ -3,6 +3,7 @@
 from datamodules.base import BatchDictDataset, TensorSamples, ZooDataModule
 from datamodules.digits import Digits
 from datamodules.image_folder import ImageFolder
+from datamodules.latents import Latents
 from datamodules.manifold import Manifold
 from datamodules.torchvision_sets import CIFAR10, MNIST, FashionMNIST
 
@@ -13,6 +14,7 @@ __all__ = [
     "Digits",
     "FashionMNIST",
     "ImageFolder",
+    "Latents",
     "Manifold",
     "TensorSamples",
     "ZooDataModule",

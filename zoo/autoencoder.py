@@ -196,7 +196,12 @@ class LatentNormalizer(nn.Module):
                 "a latent channel is constant on the train split (std 0): the autoencoder's latent is degenerate; "
                 "retrain it (lower its KL weight) or use another checkpoint"
             )
-        self.mean.copy_(values.mean(dim=1).view_as(self.mean))
+        self.set(values.mean(dim=1), std)
+
+    @torch.no_grad()
+    def set(self, mean: Tensor, std: Tensor) -> None:
+        """Per-channel statistics measured elsewhere (an extraction's, ``data=latents``)."""
+        self.mean.copy_(mean.view_as(self.mean))
         self.std.copy_(std.view_as(self.std))
         self.fitted.fill_(1.0)
 

@@ -92,6 +92,9 @@ class LatentSpace(nn.Module):
         and with a cache the on-disk cache of its latents; nothing in pixel space."""
         if self.is_pixels:
             return
+        if hasattr(datamodule, "latent_statistics"):
+            self.fit_extracted(datamodule)
+            return
         if not hasattr(datamodule, "train_tensor"):
             raise ValueError(
                 f"autoencoder=: the latent statistics come from the train split, but {type(datamodule).__name__} "
@@ -111,6 +114,33 @@ class LatentSpace(nn.Module):
             latents = encode_all(self.autoencoder, pixels, device)
         if not bool(self.norm.fitted):
             self.norm.fit(latents.to(self.norm.mean.device))
+
+    def fit_extracted(self, datamodule: Any) -> None:
+        """Latents extracted once (``data=latents``): they must be this autoencoder's; their statistics are the
+        extraction's."""
+        if datamodule.autoencoder_digest != self.autoencoder.digest:
+            raise ValueError(
+                f"data.root={datamodule.root} holds the latents of another autoencoder (digest "
+                f"{datamodule.autoencoder_digest[:12]}, this autoencoder= is {self.autoencoder.digest[:12]}): stale "
+                "latents; extract them again with this autoencoder (task=extract_latents) or pass the one they came from"
+            )
+        if tuple(datamodule.latent_shape) != self.shape:
+            raise ValueError(f"data.root={datamodule.root} holds latents {list(datamodule.latent_shape)}, not {list(self.shape)}")
+        if not bool(self.norm.fitted):
+            self.norm.set(*datamodule.latent_statistics())
+
+    def encode_batch(self, batch: dict, cached: bool = False, datamodule: Any | None = None) -> Tensor:
+        """What the net sees of a batch: ``encode`` of its pixels ``x``, or its extracted latents ``z``
+        (``data=latents``) normalised."""
+        if "z" not in batch:
+            return self.encode(batch["x"], cached, datamodule)
+        if self.is_pixels:
+            raise ValueError(
+                "the batches hold latents (data=latents) but the method has no autoencoder: pass autoencoder=<the "
+                "checkpoint or folder they were extracted with>"
+            )
+        self.ready(datamodule)
+        return self.norm.normalize(batch["z"])
 
     def ready(self, datamodule: Any | None) -> None:
         """Fit the statistics from ``datamodule`` if they are not; without one, an unfitted space is an error."""

@@ -15,19 +15,26 @@ import os
 import re
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj, path)`` such that ``path`` never holds a partial file, even after ``kill -9``.
+    """``torch.save(obj, path)`` such that ``path`` never holds a partial file, even after ``kill -9``
+    (``atomic_write``)."""
+    atomic_write(path, lambda file: torch.save(obj, file))
 
-    The temp file beside the target is named after its writer (``.<name>.<host>.<pid>.<random>.tmp``). After a
-    successful write, the temp files of the same target whose writer was a process of this host that no longer
-    runs (killed mid-write) are removed; those of live writers (another process saving the same cache entry at
-    the same moment) and of other hosts stay.
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(file)`` into a temp file beside ``path``, fsynced and renamed: ``path`` never holds a partial file.
+
+    The temp file is named after its writer (``.<name>.<host>.<pid>.<random>.tmp``). After a successful write, the
+    temp files of the same target whose writer was a process of this host that no longer runs (killed mid-write)
+    are removed; those of live writers (another process saving the same cache entry at the same moment) and of
+    other hosts stay.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +42,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            torch.save(obj, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)

@@ -41,9 +41,9 @@ TOP_LEVEL: dict[str, Any] = {
 """The types of the top-level keys of ``conf/config.yaml`` that take a plain value."""
 
 
-TASKS = ("fit", "sample", "eval", "probe", "fid", "fid_reference")
+TASKS = ("fit", "sample", "eval", "probe", "fid", "fid_reference", "extract_latents")
 """What ``task=`` takes: train (and validate, test), sample a checkpoint, evaluate a checkpoint, probe its features,
-Inception metrics of a sample file, Inception statistics of a dataset."""
+Inception metrics of a sample file, Inception statistics of a dataset, a dataset's latents to shards."""
 
 
 def check_run(cfg: DictConfig) -> None:

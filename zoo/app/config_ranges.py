@@ -96,6 +96,8 @@ RANGES: dict[str, Allowed] = {
     "probe.weight_decay": Allowed(float, low=0, means="task=probe's linear-probe weight decay"),
     "probe.max_iter": Allowed(int, low=1, means="task=probe's linear-probe iterations"),
     "fid.batch_size": Allowed(int, low=1, means="images per Inception batch of task=fid"),
+    "latents.shard_size": Allowed(int, low=1, means="rows per shard of task=extract_latents"),
+    "latents.batch_size": Allowed(int, low=1, means="images per encoder batch of task=extract_latents"),
     "study_jobs": Allowed(int, low=1, means="how many of a study's runs fit side by side"),
     # Lightning's trainer, as the zoo passes it on.
     "trainer.max_steps": Allowed(int, low=1, also=(-1,)),

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from zoo.app import fid_task, report, resume, sample_task, tasks, terminal_log
+from zoo.app import extract_latents_task, fid_task, report, resume, sample_task, tasks, terminal_log
 from zoo.app.config_checks import check_launch, check_run, check_slots, check_views
 from zoo.app.hparams import final_metrics, log_hparams
 from zoo.app.run_folder import (
@@ -152,7 +152,7 @@ def fit_trusting(cfg: DictConfig, info: dict[str, Any] | None) -> dict[str, floa
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Run ``task=sample``, ``probe``, ``fid`` or ``fid_reference``, the experiment's study if it has one, or one
+    """Run ``task=sample``, ``probe``, ``fid``, ``fid_reference`` or ``extract_latents``, the experiment's study if it has one, or one
     fit; print the summary; return the metric. Rank zero keeps what the process prints in ``<run folder>/run.log``, to the end of a run that
     ends well (of a failed one, ``run.py`` stops it once it has printed the error)."""
     check_run(cfg)
@@ -169,6 +169,8 @@ def main(cfg: DictConfig) -> float | None:
             metrics = fid_task.fid_task(cfg)
         elif task == "fid_reference":
             metrics = fid_task.fid_reference_task(cfg)
+        elif task == "extract_latents":
+            metrics = extract_latents_task.extract_latents_task(cfg)
         elif cfg.get("study") is not None:
             metrics = instantiate(cfg.study, _partial_=True)(cfg)
         else:

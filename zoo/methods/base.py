@@ -87,7 +87,7 @@ class Method(L.LightningModule):
                 on_step=stage == "train",
                 on_epoch=True,
                 sync_dist=stage != "train",
-                batch_size=batch["x"].shape[0],
+                batch_size=len(batch["y"]),
             )
         return parts["loss"]
 

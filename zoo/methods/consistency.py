@@ -193,7 +193,7 @@ class Consistency(Method):
 
     def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``lambda d(f_theta(z_{n+1}, t_{n+1}), stopgrad f_theta^-(z_n, t_n))`` with z_n from the teacher (CD) or data (CT)."""
-        x = self.space.encode(batch["x"], cached=self.training, datamodule=self.datamodule())
+        x = self.space.encode_batch(batch, cached=self.training, datamodule=self.datamodule())
         b = x.shape[0]
         times = self.grid_times(self.discretization()).to(x.device)
         sigmas = self.schedule.b(times)

@@ -172,7 +172,7 @@ class Diffusion(Method):
 
     def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """The denoising loss at ``t`` from the time sampler and fresh ``eps``, plus every term."""
-        x = self.space.encode(batch["x"], cached=self.training, datamodule=self.datamodule())
+        x = self.space.encode_batch(batch, cached=self.training, datamodule=self.datamodule())
         n = x.shape[0]
         t = self.time_sampler(n, generator=generator, device=x.device).to(x.dtype)
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

@@ -207,6 +207,11 @@ class RepresentationAlignment(LossTerm):
                 f"method.terms.align: block {self.block}'s hidden state has shape {list(hidden.shape)}, not "
                 f"[B, {tokens}, width] tokens on the {self.grid[0]}x{self.grid[1]} grid; use net=dit"
             )
+        if "x" not in inputs.batch:
+            raise ValueError(
+                "method.terms.align reads the frozen encoder's tokens of the batch's images, but data=latents holds "
+                "no images; train REPA on the image data (with autoencoder= for latents)"
+            )
         return self.targets(inputs.batch["x"]), self.projector(hidden)
 
     def forward(self, inputs: TermInputs) -> Tensor:

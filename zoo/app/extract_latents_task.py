@@ -1,0 +1,126 @@
+"""``task=extract_latents``: encode a dataset once with a frozen autoencoder into shards ``data=latents`` reads.
+
+``python run.py task=extract_latents data=image_folder data.root=<imagenet/train> data.image_size=256
+autoencoder=<sd-vae folder or a zoo vae/vavae/rae last.ckpt>`` encodes the train and val splits (the datamodule's
+unaugmented images: for image folders the recipes' resize and centre crop) in batches of ``latents.batch_size``
+on the GPU if there is one, and writes into the run folder, per split, shards of ``latents.shard_size`` rows
+(``<split>-<i>.npy``, float32 latents, and ``<split>-<i>.labels.npy``), then ``manifest.json`` (the autoencoder
+and its digest, a fingerprint of the pixels read, counts, shapes, each file's SHA-256, the train split's
+per-channel latent mean and std). Every file is written atomically, the manifest last: a folder without one
+is an extraction that did not finish. Train on them with ``data=latents data.root=<that run folder>`` and the same
+``autoencoder=`` (``datamodules/latents.py``). One process encodes; at ImageNet scale that is one GPU pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from callbacks.progress import progress_shown, track
+from callbacks.training.files import atomic_write
+from datamodules.latents import MANIFEST, file_sha256
+from zoo.app.tasks import progress_bar_on, write_metrics
+from zoo.autoencoder import FrozenAutoencoder, load_autoencoder
+
+SPLITS = ("train", "val", "test")
+
+
+class ChannelMoments:
+    """Per-channel count, sum and sum of squares of latents ``B, C, ...`` in float64: their mean and (unbiased) std."""
+
+    def __init__(self) -> None:
+        self.count, self.sum, self.squares = 0, 0.0, 0.0
+
+    def add(self, z: Tensor) -> None:
+        values = z.double().transpose(0, 1).flatten(1)
+        self.count += values.shape[1]
+        self.sum = self.sum + values.sum(1)
+        self.squares = self.squares + (values**2).sum(1)
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        mean = self.sum / self.count
+        variance = (self.squares - self.count * mean**2) / (self.count - 1)
+        return mean.tolist(), variance.clamp(min=0).sqrt().tolist()
+
+
+def write_shard(folder: Path, split: str, index: int, latents: Tensor, labels: Tensor) -> dict:
+    """``<split>-<index>.npy`` and its labels, atomically; the manifest's entry for them."""
+    entry = {"file": f"{split}-{index:05d}.npy", "labels": f"{split}-{index:05d}.labels.npy", "rows": len(labels)}
+    for key, array in (("file", latents.numpy().astype(np.float32)), ("labels", labels.numpy().astype(np.int64))):
+        atomic_write(folder / entry[key], lambda file, array=array: np.save(file, array))
+    entry["sha256"] = file_sha256(folder / entry["file"])
+    entry["labels_sha256"] = file_sha256(folder / entry["labels"])
+    return entry
+
+
+def encode_split(
+    autoencoder: FrozenAutoencoder, dataset, split: str, cfg: DictConfig, folder: Path, fingerprint, moments
+) -> dict:
+    """Encode ``dataset`` (``(x01, y)`` pairs) into shards; its manifest entry."""
+    device = next(autoencoder.parameters()).device
+    shard_size, shards, pending, count = int(cfg.latents.shard_size), [], [], 0
+    loader = DataLoader(dataset, batch_size=int(cfg.latents.batch_size), shuffle=False)
+    for x01, y in track(loader, len(loader), f"{split} ({len(dataset):,} images)"):
+        fingerprint.update(x01.float().contiguous().numpy().tobytes())
+        with torch.no_grad():
+            z = autoencoder.encode((x01 * 2 - 1).to(device)).float().cpu()
+        if moments is not None:
+            moments.add(z)
+        pending.append((z, torch.as_tensor(y)))
+        count += len(z)
+        while sum(len(p[0]) for p in pending) >= shard_size:
+            z_all, y_all = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
+            shards.append(write_shard(folder, split, len(shards), z_all[:shard_size], y_all[:shard_size]))
+            pending = [(z_all[shard_size:], y_all[shard_size:])]
+    if pending and sum(len(p[0]) for p in pending):
+        shards.append(write_shard(
+            folder, split, len(shards), torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
+        ))
+    return {"count": count, "shards": shards}
+
+
+def extract_latents_task(cfg: DictConfig) -> dict[str, float]:
+    """Encode ``data``'s train, val and test splits with ``autoencoder=`` into ``<run folder>/``; return the counts."""
+    if not cfg.get("autoencoder"):
+        raise ValueError(
+            "task=extract_latents encodes with an autoencoder: pass autoencoder=<a vae/vavae/rae last.ckpt or a "
+            "diffusers AutoencoderKL folder>"
+        )
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    autoencoder = load_autoencoder(cfg.autoencoder, datamodule.shape)
+    autoencoder.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    folder = Path(cfg.paths.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fingerprint, moments = hashlib.sha256(), ChannelMoments()
+    with progress_shown("task=extract_latents", progress_bar_on(cfg)):
+        splits = {
+            split: encode_split(
+                autoencoder, datamodule.splits[SPLITS.index(split)], split, cfg, folder, fingerprint,
+                moments if split == "train" else None,
+            )
+            for split in SPLITS
+        }
+    mean, std = moments.mean_std()
+    manifest = {
+        "autoencoder": str(cfg.autoencoder),
+        "autoencoder_digest": autoencoder.digest,
+        "data_fingerprint": fingerprint.hexdigest(),
+        "data_shape": list(datamodule.shape),
+        "latent_shape": list(autoencoder.latent_shape),
+        "num_classes": int(datamodule.num_classes),
+        "statistics": {"mean": mean, "std": std},
+        "splits": splits,
+    }
+    atomic_write(folder / MANIFEST, lambda file: file.write(json.dumps(manifest, indent=2).encode()))
+    summary = {f"{split}_count": float(entry["count"]) for split, entry in splits.items()}
+    write_metrics(summary, folder)
+    return summary
