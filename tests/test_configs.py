@@ -18,6 +18,7 @@ NEEDS = {("encoder", "zoo"): "a checkpoint; built in tests/test_encoders.py"}
 NEEDS[("method", "rae")] = "a frozen encoder with patch tokens; built in tests/test_rae.py"
 NEEDS[("method", "repa")] = "a frozen encoder; built in tests/test_repa.py"
 NEEDS[("method", "vavae")] = "a frozen encoder whose grid meets the latent's; built in tests/test_vae.py"
+NEEDS[("data", "latents")] = "an autoencoder's extracted latents; built and trained on in tests/test_extracted_latents.py"
 if not torch.cuda.is_available():
     NEEDS[("trainer", "fsdp")] = "FSDP needs a GPU"
 

@@ -84,6 +84,15 @@ def test_task_sample_on_two_processes_writes_the_file_of_one(diffusion_ckpt: Pat
     assert not list((tmp_path / "two").glob(".samples.rank*"))
 
 
+def test_task_sample_in_bf16_writes_finite_samples(diffusion_ckpt: Path, tmp_path: Path) -> None:
+    """trainer.precision=bf16-mixed: the predict loop samples under bf16 autocast (here the CPU's)."""
+    out = run_task(tmp_path, "task=sample", f"ckpt={diffusion_ckpt}", "n=4", "method.sampler.steps=2",
+                   "trainer.precision=bf16-mixed")
+    assert json.loads((out / "metrics.json").read_text())["finite_fraction"] == 1.0
+    with np.load(out / "samples.npz") as arrays:
+        assert arrays["arr_0"].shape == (4, 8, 8, 3)
+
+
 def test_task_eval_writes_the_metrics_of_the_checkpoint(diffusion_ckpt: Path, tmp_path: Path) -> None:
     out = run_task(tmp_path, "task=eval", f"ckpt={diffusion_ckpt}", *TINY)
     metrics = json.loads((out / "metrics.json").read_text())

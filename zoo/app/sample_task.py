@@ -139,7 +139,8 @@ def join_shards(folder: Path, world_size: int, batches: int) -> int:
     finite samples."""
     drawn: dict[int, tuple[Tensor, Tensor, int]] = {}
     for rank in range(world_size):
-        drawn |= torch.load(shard_path(folder, rank), map_location="cpu", weights_only=True)
+        shard = shard_path(folder, rank)
+        drawn |= torch.load(shard, map_location="cpu", weights_only=True)
     if sorted(drawn) != list(range(batches)):
         raise RuntimeError(f"the shards in {folder} hold batches {sorted(drawn)}, not 0..{batches - 1}")
     x = torch.cat([drawn[i][0] for i in range(batches)])
