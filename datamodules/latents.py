@@ -9,11 +9,13 @@ folders too large to hash at every start) and refuses a corrupt or missing one b
 checks the manifest's autoencoder digest against its own ``autoencoder=``: latents of another autoencoder (stale)
 are refused before the first step.
 
-Batches are ``{"z": latents, "y": labels}``: the latents the autoencoder's ``encode`` gives, not normalised (the
-method normalises them with the manifest's statistics). There are no pixels: probes and pixel metrics need the
-image data (their callbacks are refused naming that), and the generative metrics compare decoded samples with
-whatever ``real_data`` they are given. Under DDP, Lightning's distributed sampler gives each rank its part of the
-train split and shuffles it by epoch from the global seed.
+Batches are ``{"z": latents, "y": labels, "index": rows}``: the latents the autoencoder's ``encode`` gives, not
+normalised (the method normalises them with the manifest's statistics). There are no pixels: probes and pixel
+metrics need the image data (their callbacks are refused naming that), and the generative metrics compare decoded
+samples with whatever ``real_data`` they are given. ``index`` (the row's place in its split) lets a diffusion
+method draw each evaluation row's noise from the row alone, so ``val/loss`` does not depend on the batch size or
+the world size. Under DDP, Lightning's distributed sampler gives each rank its part of the train split and
+shuffles it by epoch from the global seed.
 """
 
 from __future__ import annotations
@@ -41,17 +43,23 @@ def file_sha256(path: Path) -> str:
 
 
 class LatentShard(Dataset):
-    """One shard's rows, memory-mapped: item ``i`` is ``{"z": latent, "y": label}``."""
+    """One shard's rows, memory-mapped: item ``i`` is ``{"z": latent, "y": label, "index": offset + i}``, the
+    index the row's within its split."""
 
-    def __init__(self, latents: Path, labels: Path) -> None:
+    def __init__(self, latents: Path, labels: Path, offset: int) -> None:
         self.latents = np.load(latents, mmap_mode="r")
         self.labels = np.load(labels, mmap_mode="r")
+        self.offset = offset
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"z": torch.from_numpy(np.array(self.latents[index])), "y": torch.tensor(int(self.labels[index]))}
+        return {
+            "z": torch.from_numpy(np.array(self.latents[index])),
+            "y": torch.tensor(int(self.labels[index])),
+            "index": torch.tensor(self.offset + index),
+        }
 
 
 def read_manifest(root: Path) -> dict:
@@ -119,9 +127,11 @@ class Latents(L.LightningDataModule):
         for split, entry in self.manifest["splits"].items():
             for shard in entry["shards"]:
                 check_shard(self.root, shard, list(self.latent_shape), self.verify)
-            self._splits[split] = ConcatDataset(
-                [LatentShard(self.root / shard["file"], self.root / shard["labels"]) for shard in entry["shards"]]
-            )
+            offsets = np.cumsum([0] + [shard["rows"] for shard in entry["shards"]])
+            self._splits[split] = ConcatDataset([
+                LatentShard(self.root / shard["file"], self.root / shard["labels"], int(offset))
+                for shard, offset in zip(entry["shards"], offsets)
+            ])
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self._splits:

@@ -117,13 +117,23 @@ def test_under_two_processes_each_rank_streams_its_part_of_every_epoch(extracted
     assert two[0][0] != two[1][0], "the epoch order is reshuffled"
 
 
-def test_latent_diffusion_trains_on_the_shards_under_two_processes(extracted, tmp_path: Path) -> None:
+def test_latent_diffusion_on_the_shards_under_two_processes_gives_the_figures_of_one(extracted, tmp_path: Path) -> None:
+    """A latent DiT trained by 2 processes on the shards: its val and test losses (each row's noise drawn from the
+    row's index) equal those one process computes from its checkpoint (task=eval), and it keeps the manifest's
+    latent statistics."""
     vae, folder = extracted
     result = run_py("data=latents", f"data.root={folder}", f"autoencoder={vae}", *LATENT_DIT, "trainer=ddp",
-                    "trainer.devices=2", "trainer.max_steps=4", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
+                    "trainer.devices=2", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
                     f"hydra.run.dir={tmp_path / 'two'}")
     assert result.returncode == 0, result.stderr[-3000:]
-    method = load_method(tmp_path / "two" / "checkpoints" / "last.ckpt")
+    ckpt = tmp_path / "two" / "checkpoints" / "last.ckpt"
+    shared = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    main(compose_config(["task=eval", f"ckpt={ckpt}", "data=latents", f"data.root={folder}", f"autoencoder={vae}",
+                         "callbacks=none", "~logger", "data.batch_size=64"], tmp_path / "one"))
+    alone = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    for name in ("val/loss", "test/loss"):
+        assert shared[name] == pytest.approx(alone[name], rel=1e-5), name
+    method = load_method(ckpt)
     mean, std = Latents(folder).latent_statistics()
     torch.testing.assert_close(method.space.norm.mean.flatten(), mean.float())
     torch.testing.assert_close(method.space.norm.std.flatten(), std.float())

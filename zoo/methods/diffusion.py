@@ -173,9 +173,7 @@ class Diffusion(Method):
     def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """The denoising loss at ``t`` from the time sampler and fresh ``eps``, plus every term."""
         x = self.space.encode_batch(batch, cached=self.training, datamodule=self.datamodule())
-        n = x.shape[0]
-        t = self.time_sampler(n, generator=generator, device=x.device).to(x.dtype)
-        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        t, eps = self.noise_draws(x, generator, None if self.training else batch.get("index"))
         z = self.schedule.noise(x, t, eps)
         y = self.condition(batch.get("y"), self.label_dropout if self.training else 0.0)
         blocks = sorted({index for term in self.terms.values() for index in term.blocks})
@@ -192,6 +190,20 @@ class Diffusion(Method):
             parts[name] = term(inputs)
             loss = loss + term.weight * parts[name]
         return {"loss": loss, **parts}
+
+    def noise_draws(self, x: Tensor, generator: torch.Generator | None, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The times and noise of a batch: from ``generator``, or, for an evaluation batch that names its ``rows``
+        (``data=latents``), row ``i``'s from a generator seeded by ``i``, so that an evaluation's figures do not
+        depend on how the rows are split into batches and ranks."""
+        if rows is None:
+            t = self.time_sampler(x.shape[0], generator=generator, device=x.device).to(x.dtype)
+            return t, torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        draws = []
+        for row in rows.tolist():
+            row_generator = torch.Generator(device=x.device).manual_seed(int(row))
+            t = self.time_sampler(1, generator=row_generator, device=x.device)
+            draws.append((t, torch.randn(x.shape[1:], generator=row_generator, device=x.device)))
+        return torch.cat([t for t, _ in draws]).to(x.dtype), torch.stack([e for _, e in draws]).to(x.dtype)
 
     @torch.no_grad()
     def sample(
