@@ -46,6 +46,27 @@ def gaussian_stats(features: Tensor) -> GaussianStats:
     return mean, centered.T @ centered / (len(rows) - 1)
 
 
+class GaussianAccumulator:
+    """``gaussian_stats`` of feature rows that arrive in batches, without keeping them: the count, the sum and the
+    sum of outer products in float64 (``F x F``), whatever the number of rows."""
+
+    def __init__(self) -> None:
+        self.count, self.sum, self.outer = 0, None, None
+
+    def add(self, features: Tensor) -> None:
+        rows = features.double()
+        self.count += len(rows)
+        self.sum = rows.sum(0) if self.sum is None else self.sum + rows.sum(0)
+        self.outer = rows.T @ rows if self.outer is None else self.outer + rows.T @ rows
+
+    def stats(self) -> GaussianStats:
+        """Mean and unbiased covariance (``N - 1``) of every row added."""
+        if self.count < 2:
+            raise ValueError(f"a Gaussian fit needs at least 2 feature rows, got {self.count}")
+        mean = self.sum / self.count
+        return mean, (self.outer - self.count * torch.outer(mean, mean)) / (self.count - 1)
+
+
 def _psd_sqrt(matrix: Tensor) -> Tensor:
     """The symmetric square root of a positive semi-definite matrix (negative round-off clamped to 0)."""
     values, vectors = torch.linalg.eigh(matrix)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from callbacks.metrics.frechet_distance import frechet_distance_of_stats, gaussian_stats
+from callbacks.metrics.frechet_distance import GaussianAccumulator, frechet_distance_of_stats, gaussian_stats
 from callbacks.metrics.image_resize import CONVENTIONS, to_inception_input
 from callbacks.metrics.inception import FIDInceptionV3, load_inception
 from callbacks.metrics.inception_score import inception_score
@@ -101,8 +101,9 @@ def fid_task(cfg: DictConfig) -> dict[str, float]:
         # As the ADM evaluator: the reference's stored statistics (when it has them) for FID, its images for P/R.
         reference = read_image_npz(reference_path, "fid.reference")
         reference_pool, _ = inception_outputs(reference, net, convention, batch_size, device, shown)
-        stats = stats or gaussian_stats(reference_pool)
-        precision, recall = precision_recall(reference_pool, pool, k=3)
+        if stats is None:
+            stats = gaussian_stats(reference_pool)
+        precision, recall = precision_recall(reference_pool.to(device), pool.to(device), k=3)
         metrics |= {f"precision_{convention}": float(precision), f"recall_{convention}": float(recall)}
     metrics[f"fid_{convention}"] = float(frechet_distance_of_stats(stats, gaussian_stats(pool)))
     write_metrics(metrics, Path(cfg.paths.output_dir))
@@ -117,21 +118,23 @@ def fid_reference_task(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     split = datamodule.splits[FID_SPLITS.index(cfg.fid.split)]
-    images = torch.cat([
-        (x01 * 255).round().clamp(0, 255).to(torch.uint8)
-        for x01, _ in DataLoader(split, batch_size=batch_size, shuffle=False)
-    ])
-    if images.ndim != 4:
-        raise ValueError(f"task=fid_reference needs images N,C,H,W; data={cfg.data._target_} gives {tuple(images.shape)}")
     net = load_inception(cfg.fid.weights).to(device)
-    pool, _ = inception_outputs(images, net, convention, batch_size, device, progress_bar_on(cfg))
-    mean, covariance = gaussian_stats(pool)
+    loader = DataLoader(split, batch_size=batch_size, shuffle=False, num_workers=int(cfg.data.get("num_workers") or 0))
+    gaussian = GaussianAccumulator()
+    # The split streams through the net: only the F x F sums stay, whatever its size (ImageNet's 1.28M images).
+    with torch.no_grad(), progress_shown(f"task=fid_reference ({convention})", progress_bar_on(cfg)):
+        for x01, _ in track(loader, len(loader), f"Inception of {len(split):,} images"):
+            if x01.ndim != 4:
+                raise ValueError(f"task=fid_reference needs images N,C,H,W; data gives {tuple(x01.shape)}")
+            images = (x01 * 255).round().clamp(0, 255).to(torch.uint8)
+            gaussian.add(net(to_inception_input(images, convention).to(device))[0].cpu())
+    mean, covariance = gaussian.stats()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(
-        out / f"fid_reference_{convention}.npz", mu=mean.numpy(), sigma=covariance.numpy(), n=len(images),
+        out / f"fid_reference_{convention}.npz", mu=mean.numpy(), sigma=covariance.numpy(), n=gaussian.count,
         convention=convention,
     )
-    metrics = {"n": float(len(images))}
+    metrics = {"n": float(gaussian.count)}
     write_metrics(metrics, Path(cfg.paths.output_dir))
     return metrics
