@@ -20,7 +20,6 @@ shuffles it by epoch from the global seed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -30,16 +29,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from callbacks.training.files import file_digest
+
 MANIFEST = "manifest.json"
 VERIFY = ("sha256", "size")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LatentShard(Dataset):
@@ -87,7 +80,7 @@ def check_shard(root: Path, shard: dict, latent_shape: list[int], verify: str) -
         )
     if verify == "sha256":
         for key, digest in (("file", "sha256"), ("labels", "labels_sha256")):
-            if file_sha256(root / shard[key]) != shard[digest]:
+            if file_digest(root / shard[key]) != shard[digest]:
                 raise ValueError(
                     f"latent shard {root / shard[key]} does not match its SHA-256 in {root / MANIFEST}: it is "
                     "corrupt or was replaced; extract the latents again (task=extract_latents)"

@@ -164,3 +164,19 @@ def test_a_corrupt_or_stale_shard_folder_is_refused_by_name(extracted, tmp_path:
     (copy / "manifest.json").unlink()
     with pytest.raises(FileNotFoundError, match="no manifest.json: extract the latents first"):
         Latents(copy)
+
+
+def test_what_needs_images_or_an_autoencoder_is_refused_before_training(extracted, tmp_path: Path) -> None:
+    vae, folder = extracted
+    latents = ["data=latents", f"data.root={folder}", f"autoencoder={vae}", "trainer=debug", "~logger"]
+    with pytest.raises(ValueError, match="data=latents holds latents, not images: probes"):
+        main(compose_config([*latents, *LATENT_DIT[:-2], "callbacks=probes"], tmp_path / "probes"))
+    repa = ["method=repa", "net.patch_size=1", "net.width=32", "net.depth=2", "net.heads=2", "encoder=random",
+            "method.terms.align.match=resize", "callbacks=none"]
+    with pytest.raises(ValueError, match="method.terms.align read the batch's images, but data=latents"):
+        main(compose_config([*latents, *repa], tmp_path / "repa"))
+    assert not (tmp_path / "repa" / "checkpoints").exists()
+    with pytest.raises(ValueError, match="task=extract_latents encodes with an autoencoder: pass autoencoder="):
+        main(compose_config(["task=extract_latents"], tmp_path / "none"))
+    with pytest.raises(ValueError, match="data.verify=md5: choose one of sha256, size"):
+        Latents(folder, verify="md5")

@@ -190,3 +190,8 @@ def test_missing_weights_and_bad_files_name_the_fix(inception_file: Path, tmp_pa
         run_fid(tmp_path, "c", "task=fid", samples, f"fid.weights={inception_file}")
     with pytest.raises(ValueError, match="fid.convention=tf: choose one of adm, clean"):
         run_fid(tmp_path, "d", "task=fid", samples, "fid.convention=tf")
+    with pytest.raises(FileNotFoundError, match="fid.weights=.*missing.pth is not a file: download"):
+        run_fid(tmp_path, "e", "task=fid", samples, f"fid.reference={tmp_path / 'samples.npz'}",
+                f"fid.weights={tmp_path / 'missing.pth'}")
+    with pytest.raises(ValueError, match="fid.split=holdout: choose one of train, val, test"):
+        run_fid(tmp_path, "f", "task=fid_reference", "fid.split=holdout", f"fid.weights={inception_file}")

@@ -34,6 +34,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from callbacks.training.files import file_digest
 from zoo.loading import load_method
 
 
@@ -132,15 +133,6 @@ def load_diffusers_autoencoder(folder: str | Path, data_shape: Sequence[int], se
         )
     digest = hashlib.sha256("".join(f"{file.name}:{file_digest(file)};" for file in files).encode()).hexdigest()
     return FrozenAutoencoder(DiffusersAutoencoder(vae, data_shape), data_shape, digest)
-
-
-def file_digest(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_autoencoder(

@@ -87,6 +87,15 @@ def fsync_folder(folder: Path) -> None:
             os.close(descriptor)
 
 
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def tensor_digest(tree: Any) -> str:
     """The SHA-256 of every tensor in ``tree`` (a tensor, or dicts and lists of them): names, dtypes, shapes
     and bytes, in a fixed order; any dtype (bf16 included)."""

@@ -16,17 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from callbacks.progress import progress_shown, track
-from callbacks.training.files import atomic_write
-from datamodules.latents import MANIFEST, file_sha256
+from callbacks.training.files import atomic_write, file_digest
+from datamodules.latents import MANIFEST
 from zoo.app.tasks import progress_bar_on, write_metrics
 from zoo.autoencoder import FrozenAutoencoder, load_autoencoder
 
@@ -56,17 +57,25 @@ def write_shard(folder: Path, split: str, index: int, latents: Tensor, labels: T
     entry = {"file": f"{split}-{index:05d}.npy", "labels": f"{split}-{index:05d}.labels.npy", "rows": len(labels)}
     for key, array in (("file", latents.numpy().astype(np.float32)), ("labels", labels.numpy().astype(np.int64))):
         atomic_write(folder / entry[key], lambda file, array=array: np.save(file, array))
-    entry["sha256"] = file_sha256(folder / entry["file"])
-    entry["labels_sha256"] = file_sha256(folder / entry["labels"])
+    entry["sha256"] = file_digest(folder / entry["file"])
+    entry["labels_sha256"] = file_digest(folder / entry["labels"])
     return entry
 
 
 def encode_split(
-    autoencoder: FrozenAutoencoder, dataset, split: str, cfg: DictConfig, folder: Path, fingerprint, moments
+    autoencoder: FrozenAutoencoder,
+    dataset: Dataset,
+    split: str,
+    cfg: DictConfig,
+    folder: Path,
+    fingerprint: Any,
+    moments: ChannelMoments | None,
 ) -> dict:
-    """Encode ``dataset`` (``(x01, y)`` pairs) into shards; its manifest entry."""
+    """Encode ``dataset`` (``(x01, y)`` pairs) into shards of ``latents.shard_size`` rows, updating the pixel
+    ``fingerprint`` (a hashlib object) and the latent ``moments``; the split's manifest entry."""
     device = next(autoencoder.parameters()).device
-    shard_size, shards, pending, count = int(cfg.latents.shard_size), [], [], 0
+    shard_size, shards, count = int(cfg.latents.shard_size), [], 0
+    pending: list[tuple[Tensor, Tensor]] = []
     loader = DataLoader(dataset, batch_size=int(cfg.latents.batch_size), shuffle=False)
     for x01, y in track(loader, len(loader), f"{split} ({len(dataset):,} images)"):
         fingerprint.update(x01.float().contiguous().numpy().tobytes())
@@ -74,13 +83,17 @@ def encode_split(
             z = autoencoder.encode((x01 * 2 - 1).to(device)).float().cpu()
         if moments is not None:
             moments.add(z)
-        pending.append((z, torch.as_tensor(y)))
         count += len(z)
-        while sum(len(p[0]) for p in pending) >= shard_size:
-            z_all, y_all = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
+        pending.append((z, torch.as_tensor(y)))
+        if count - shard_size * len(shards) < shard_size:
+            continue
+        # Joined only when a shard is full: the rows wait as the batches they came in.
+        z_all, y_all = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
+        while len(z_all) >= shard_size:
             shards.append(write_shard(folder, split, len(shards), z_all[:shard_size], y_all[:shard_size]))
-            pending = [(z_all[shard_size:], y_all[shard_size:])]
-    if pending and sum(len(p[0]) for p in pending):
+            z_all, y_all = z_all[shard_size:], y_all[shard_size:]
+        pending = [(z_all, y_all)]
+    if count > shard_size * len(shards):
         shards.append(write_shard(
             folder, split, len(shards), torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
         ))

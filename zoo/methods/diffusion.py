@@ -127,6 +127,12 @@ class Diffusion(Method):
         if self.guidance is not None and datamodule is not None:
             self.guidance.fit_to(datamodule)
         if datamodule is not None and stage == "fit":
+            readers = [f"method.terms.{name}" for name, term in self.terms.items() if term.reads_images]
+            if readers and hasattr(datamodule, "latent_statistics"):
+                raise ValueError(
+                    f"{', '.join(readers)} read the batch's images, but data=latents holds extracted latents, no "
+                    "images: train on the image data (with autoencoder= for a latent space)"
+                )
             self.space.fit(datamodule, self.device)
 
     @property

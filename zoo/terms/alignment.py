@@ -96,6 +96,8 @@ class RepresentationAlignment(LossTerm):
     The encoder stays frozen; only the projector trains.
     """
 
+    reads_images = True
+
     def __init__(
         self,
         encoder: FrozenEncoder | None,
@@ -206,11 +208,6 @@ class RepresentationAlignment(LossTerm):
             raise ValueError(
                 f"method.terms.align: block {self.block}'s hidden state has shape {list(hidden.shape)}, not "
                 f"[B, {tokens}, width] tokens on the {self.grid[0]}x{self.grid[1]} grid; use net=dit"
-            )
-        if "x" not in inputs.batch:
-            raise ValueError(
-                "method.terms.align reads the frozen encoder's tokens of the batch's images, but data=latents holds "
-                "no images; train REPA on the image data (with autoencoder= for latents)"
             )
         return self.targets(inputs.batch["x"]), self.projector(hidden)
 

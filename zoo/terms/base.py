@@ -51,8 +51,11 @@ class LossTerm(nn.Module):
     """An extra loss: ``forward(inputs: TermInputs) -> scalar``, added to the loss times ``weight``.
 
     ``blocks``: the hidden states (block indices of the denoiser's net) the term reads from
-    ``inputs.hidden``; the method computes them in the same forward pass as the loss.
+    ``inputs.hidden``; the method computes them in the same forward pass as the loss. ``reads_images``: the term
+    reads the batch's pixels ``inputs.batch["x"]`` (refused on batches of extracted latents, ``data=latents``).
     """
+
+    reads_images: bool = False
 
     def __init__(self, weight: float = 1.0, blocks: Sequence[int] = ()) -> None:
         super().__init__()
