@@ -83,8 +83,13 @@ def metrics_json(folder: Path) -> dict[str, float]:
 def wandb_records(folder: Path) -> list[Any]:
     """The records of the one offline W&B run under ``folder``: its ``run-<id>.wandb`` file, a 7-byte header,
     then LevelDB's log format (32 KiB blocks of chunks, each after a header of CRC, length and type, 1 a whole
-    record, 2 3 4 its first, middle and last part) of ``wandb_internal_pb2.Record`` messages."""
+    record, 2 3 4 its first, middle and last part) of ``wandb_internal_pb2.Record`` messages. W&B's service
+    process writes the file and may still hold its records after ``finish()`` returns (found as a file of only
+    its header); ``wandb.teardown()`` ends the service, as the process's exit does for a user's run."""
+    import wandb
     from wandb.proto.wandb_internal_pb2 import Record
+
+    wandb.teardown()
 
     [path] = folder.glob("wandb/offline-run-*/run-*.wandb")
     data = path.read_bytes()
