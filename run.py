@@ -47,6 +47,7 @@ def run() -> None:
     from zoo.app.configs import hydra_config_path
     from zoo.app.resume import Interrupted
     from zoo.app.run_folder import Escalated
+    from zoo.app import batch_size
     from zoo.app.sweep_names import record_swept_keys, register
 
     @hydra.main(config_path=hydra_config_path(), config_name="config", version_base="1.3")
@@ -57,6 +58,7 @@ def run() -> None:
 
     sys.argv[1:] = quote_paths(sys.argv[1:])
     register()
+    batch_size.register()
     record_swept_keys(sys.argv[1:])
     try:
         hydra_main()

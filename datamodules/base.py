@@ -415,6 +415,10 @@ class ZooDataModule(L.LightningDataModule):
         dataset = self._dataset(self._served_split(2), augmented=False)
         return self._loader(dataset, shuffle=False, batch_size=self.eval_batch_size)
 
+    def clean_train_dataloader(self) -> DataLoader:
+        """The whole training split, unaugmented and in order, on the host (a latent space's statistics)."""
+        return self._loader(self._dataset(self.splits[0], augmented=False), shuffle=False, batch_size=self.eval_batch_size)
+
     def probe_dataloaders(self) -> tuple[DataLoader, DataLoader]:
         """Clean, labeled, unaugmented, unshuffled ``(train, val)`` loaders for probes, on the host (at most
         ``probe_size`` images of each)."""

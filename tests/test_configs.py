@@ -19,6 +19,12 @@ NEEDS[("method", "rae")] = "a frozen encoder with patch tokens; built in tests/t
 NEEDS[("method", "repa")] = "a frozen encoder; built in tests/test_repa.py"
 NEEDS[("method", "vavae")] = "a frozen encoder whose grid meets the latent's; built in tests/test_vae.py"
 NEEDS[("data", "latents")] = "an autoencoder's extracted latents; built and trained on in tests/test_extracted_latents.py"
+for _folder in ("cifar10", "imagenet256"):
+    for _recipe in (CONF / "experiment" / _folder).glob("*.yaml"):
+        NEEDS[("experiment", f"{_folder}/{_recipe.stem}")] = "data files and weights; run at tiny width in tests/test_recipes.py"
+for _preset in (CONF / "net").glob("*.yaml"):
+    if "defaults:" in _preset.read_text():
+        NEEDS[("net", _preset.stem)] = "a named size preset; built at tiny width in tests/test_recipes.py"
 if not torch.cuda.is_available():
     NEEDS[("trainer", "fsdp")] = "FSDP needs a GPU"
 

@@ -176,7 +176,28 @@ def test_student_starts_from_the_teacher(tmp_path: Path, teacher_ckpt: Path) -> 
     assert not any(p.requires_grad for p in method.teacher.parameters())
 
 
+def test_consistency_training_starts_from_a_diffusion_checkpoint_with_init(tmp_path: Path, teacher_ckpt: Path) -> None:
+    """ECT: CT (no teacher) whose student starts from a diffusion model's weights, read as that model reads them."""
+    method = ct(tmp_path, f"method.init={teacher_ckpt}")
+    start = load_method(teacher_ckpt)
+    for ours, theirs in zip(method.student.net.state_dict().values(), start.net.state_dict().values()):
+        assert torch.equal(ours, theirs)
+    assert method.teacher is None and method.student.prediction == start.denoiser.prediction
+    assert any(p.requires_grad for p in method.student.parameters())
+
+
 # --- bad inputs, each refused before training -------------------------------------------------------
+
+
+def test_init_with_distillation_is_refused(tmp_path: Path, teacher_ckpt: Path) -> None:
+    with pytest.raises(REFUSED, match="method.init=.*CD's student starts from method.teacher's weights"):
+        cd(tmp_path, f"method.teacher={teacher_ckpt}", f"method.init={teacher_ckpt}")
+
+
+def test_an_init_of_another_schedule_is_refused_by_its_key(tmp_path: Path, tmp_path_factory) -> None:
+    flow = trained(tmp_path_factory, "flow_init", "method=diffusion", *NET)
+    with pytest.raises(REFUSED, match="method.init=.*was trained on LinearFlow"):
+        ct(tmp_path, f"method.init={flow}")
 
 
 def test_distilling_without_a_teacher_is_refused(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from zoo.diffusion import (
     VP,
     LinearFlow,
     LogitNormal,
+    LogNormalSigma,
     PredictAndPerturb,
     Schedule,
     Shifted,
@@ -274,6 +275,22 @@ def test_jit_clamped_v_loss():
     torch.testing.assert_close(loss, ((out - x) ** 2).mean((1, 2, 3)) / (1 - t).clamp_min(0.05) ** 2)
 
 
+def test_edm_f_prediction_and_loss_is_edms_weighted_denoising_loss():
+    """EDM (Karras et al. 2022, Eq. 7, 8, Table 1): the net's F gives D = c_skip z + c_out F, and the loss in F
+    space is lambda(sigma) ||D - x||^2 with lambda = (sigma^2 + sd^2) / (sigma sd)^2, sd = 0.5."""
+    edm = SCHEDULES["edm"]
+    gen = seeded(3)
+    t = torch.tensor([0.05, 0.5, 0.95], dtype=F64)
+    x, eps, out = (torch.randn(3, 2, 4, 4, generator=gen, dtype=F64) for _ in range(3))
+    sigma = edm.b(t)[:, None, None, None]
+    z = x + sigma * eps
+    denoised = 0.25 / (sigma**2 + 0.25) * z + sigma * 0.5 / (sigma**2 + 0.25).sqrt() * out
+    weight = ((sigma**2 + 0.25) / (sigma * 0.5) ** 2).flatten()
+    loss = denoising_loss(out, "edm", "edm", x, eps, t, edm)
+    torch.testing.assert_close(loss, weight * ((denoised - x) ** 2).mean((1, 2, 3)))
+    torch.testing.assert_close(convert(out, "edm", "x", z, t, edm), denoised)
+
+
 @pytest.mark.parametrize("name", ["vp_linear", "edm"])
 def test_loss_targets_are_exact_without_clamp(name):
     schedule = SCHEDULES[name]
@@ -320,6 +337,18 @@ def test_cosine_velocity_loss():
 
 
 # ---------------------------------------------------------------- time samplers
+
+
+def test_edm_lognormal_sigma_is_lognormal_through_the_edm_schedule():
+    """EDM's ln sigma ~ N(-1.2, 1.2^2), drawn as t: the schedule's sigma(t) of the draws is that lognormal."""
+    edm = EDM()
+    t = LogNormalSigma()(40000, generator=seeded(6))
+    assert t.dtype == torch.float32 and 0 <= t.min() and t.max() <= 1
+    log_sigma = edm.b(t.double()).log()
+    assert abs(log_sigma.mean() + 1.2) < 0.03 and abs(log_sigma.std() - 1.2) < 0.03
+    normal = torch.randn(5, generator=seeded(7), dtype=torch.float64)
+    drawn = LogNormalSigma(p_mean=-1.1, p_std=2.0)(5, generator=seeded(7))
+    torch.testing.assert_close(edm.b(drawn.double()), (-1.1 + 2.0 * normal).exp().clamp(0.002, 80.0), rtol=1e-5, atol=0)
 
 
 def test_logit_normal_median_and_noise_bias():

@@ -61,3 +61,8 @@ def test_a_folder_that_is_no_diffusers_vae_or_fits_other_images_names_the_fix(tm
     write_diffusers_vae(tmp_path / "rgb", channels=3)
     with pytest.raises(ValueError, match="encodes images of 3 channels .* data are \\[1, 8, 8\\]"):
         load_autoencoder(tmp_path / "rgb", (1, 8, 8))
+    missing = tmp_path / "weights" / "sd-vae-ft-mse"
+    with pytest.raises(FileNotFoundError, match=f"no such folder; .*stabilityai/sd-vae-ft-ema --local-dir {missing} "):
+        load_autoencoder(missing, (3, 8, 8))
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
+        load_autoencoder(tmp_path / "missing.ckpt", (3, 8, 8))

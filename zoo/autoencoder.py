@@ -142,6 +142,11 @@ def load_autoencoder(
     checked against the data's pixel shape ``data_shape``."""
     if Path(path).is_dir():
         return load_diffusers_autoencoder(path, data_shape, setting)
+    if not Path(path).exists() and Path(path).suffix != ".ckpt":
+        raise FileNotFoundError(
+            f"{setting}={path}: no such folder; a pretrained SD-VAE goes there with "
+            f"{SD_VAE_DOWNLOAD.replace('<folder>', str(path))}, or pass a zoo autoencoder's last.ckpt"
+        )
     method = load_method(
         path,
         expect=is_autoencoder,
@@ -158,6 +163,24 @@ def load_autoencoder(
             "channels) or pick the data it was trained on"
         )
     return FrozenAutoencoder(method, shape, file_digest(path))
+
+
+class ChannelMoments:
+    """Per-channel count, sum and sum of squares of latents ``B, C, ...`` in float64: their mean and (unbiased) std."""
+
+    def __init__(self) -> None:
+        self.count, self.sum, self.squares = 0, 0.0, 0.0
+
+    def add(self, z: Tensor) -> None:
+        values = z.double().transpose(0, 1).flatten(1)
+        self.count += values.shape[1]
+        self.sum = self.sum + values.sum(1)
+        self.squares = self.squares + (values**2).sum(1)
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        mean = self.sum / self.count
+        variance = (self.squares - self.count * mean**2) / (self.count - 1)
+        return mean.tolist(), variance.clamp(min=0).sqrt().tolist()
 
 
 class LatentNormalizer(nn.Module):
@@ -180,19 +203,19 @@ class LatentNormalizer(nn.Module):
     def fit(self, latents: Tensor) -> None:
         """Per-channel mean and std over the samples and positions of ``latents`` (``N, C, h, w``)."""
         values = latents.double().transpose(0, 1).flatten(1)
-        if values.shape[0] != self.mean.shape[1]:
-            raise ValueError(f"latents have {values.shape[0]} channels, the normalizer {self.mean.shape[1]}")
-        std = values.std(dim=1)
+        self.set(values.mean(dim=1), values.std(dim=1))
+
+    @torch.no_grad()
+    def set(self, mean: Tensor | Sequence[float], std: Tensor | Sequence[float]) -> None:
+        """Per-channel statistics measured elsewhere (streamed ``ChannelMoments``, an extraction's)."""
+        mean, std = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(std, dtype=torch.float64)
+        if std.numel() != self.mean.shape[1]:
+            raise ValueError(f"latents have {std.numel()} channels, the normalizer {self.mean.shape[1]}")
         if not bool((std > 0).all()):
             raise ValueError(
                 "a latent channel is constant on the train split (std 0): the autoencoder's latent is degenerate; "
                 "retrain it (lower its KL weight) or use another checkpoint"
             )
-        self.set(values.mean(dim=1), std)
-
-    @torch.no_grad()
-    def set(self, mean: Tensor, std: Tensor) -> None:
-        """Per-channel statistics measured elsewhere (an extraction's, ``data=latents``)."""
         self.mean.copy_(mean.view_as(self.mean))
         self.std.copy_(std.view_as(self.std))
         self.fitted.fill_(1.0)

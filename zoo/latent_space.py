@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zoo.autoencoder import FrozenAutoencoder, LatentNormalizer, load_autoencoder
-from zoo.latent_cache import LatentCache, cached_latents, encode_all
+from zoo.autoencoder import ChannelMoments, FrozenAutoencoder, LatentNormalizer, load_autoencoder
+from zoo.latent_cache import LatentCache, cached_latents
 
 
 class LatentSpace(nn.Module):
@@ -88,17 +88,18 @@ class LatentSpace(nn.Module):
 
     @torch.no_grad()
     def fit(self, datamodule: Any, device: torch.device) -> None:
-        """Latent statistics of the unaugmented train split (once: a resumed or loaded model keeps its own),
-        and with a cache the on-disk cache of its latents; nothing in pixel space."""
+        """Latent statistics of the unaugmented train split (once: a resumed or loaded model keeps its own), streamed
+        batch by batch so that a split of any size fits (an image folder of ImageNet), and with a cache the on-disk
+        cache of its latents; nothing in pixel space."""
         if self.is_pixels:
             return
         if hasattr(datamodule, "latent_statistics"):
             self.fit_extracted(datamodule)
             return
-        if not hasattr(datamodule, "train_tensor"):
+        if not hasattr(datamodule, "clean_train_dataloader"):
             raise ValueError(
                 f"autoencoder=: the latent statistics come from the train split, but {type(datamodule).__name__} "
-                "has no train_tensor(); use a zoo datamodule"
+                "has no clean_train_dataloader(); use a zoo datamodule"
             )
         if self.cache_dir and (getattr(datamodule, "augment", None) or getattr(datamodule, "views", None)):
             raise ValueError(
@@ -106,14 +107,13 @@ class LatentSpace(nn.Module):
                 f"{getattr(datamodule, 'augment', None)} / data.views={getattr(datamodule, 'views', None)} change "
                 "every batch; set them to null, or method.cache_latents=false"
             )
-        pixels, _ = datamodule.train_tensor()
         if self.cache_dir:
+            pixels, _ = datamodule.train_tensor()
             self.cache = cached_latents(self.autoencoder, self.autoencoder.digest, pixels, self.cache_dir, device)
-            latents = self.cache.latents
-        else:
-            latents = encode_all(self.autoencoder, pixels, device)
-        if not bool(self.norm.fitted):
-            self.norm.fit(latents.to(self.norm.mean.device))
+            if not bool(self.norm.fitted):
+                self.norm.fit(self.cache.latents.to(self.norm.mean.device))
+        elif not bool(self.norm.fitted):
+            self.norm.set(*streamed_moments(self.autoencoder, datamodule.clean_train_dataloader(), device).mean_std())
 
     def fit_extracted(self, datamodule: Any) -> None:
         """Latents extracted once (``data=latents``): they must be this autoencoder's; their statistics are the
@@ -169,3 +169,12 @@ class LatentSpace(nn.Module):
             return z
         self.ready(datamodule)
         return self.autoencoder.decode(self.norm.denormalize(z))
+
+
+@torch.no_grad()
+def streamed_moments(autoencoder: FrozenAutoencoder, loader: Any, device: torch.device) -> ChannelMoments:
+    """The per-channel moments of ``autoencoder``'s latents of every batch ``{"x": ...}`` of ``loader``."""
+    moments = ChannelMoments()
+    for batch in loader:
+        moments.add(autoencoder.encode(batch["x"].to(device)).float())
+    return moments

@@ -9,7 +9,7 @@ names, with nested ``_target_``s as its arguments, so a file that passes ``torch
 - any ``_target_``, at any depth, that is not *registered*: a public class or function defined in the
   zoo's library packages (``REGISTERED_PACKAGES``: methods, nets, loss terms, diffusion schedules and time
   samplers, encoders, rewards, schedules of the optimizer, datamodules), a ``torch.optim`` optimizer or
-  learning-rate scheduler class, or one of ``LIBRARY``;
+  learning-rate scheduler class, a ``timm.optim`` optimizer class, or one of ``LIBRARY``;
 - any interpolation (``${...}``), trusted or not: stored configs are saved resolved, and a resolver
   could rebuild a refused target from a string.
 
@@ -47,8 +47,13 @@ REGISTERED_PACKAGES = (
 LIBRARY = frozenset({"functools.partial"})
 """Targets outside the zoo that stored configs may name (besides ``torch.optim`` optimizers and schedulers)."""
 
-TORCH_OPTIM = {"torch.optim": torch.optim.Optimizer, "torch.optim.lr_scheduler": torch.optim.lr_scheduler.LRScheduler}
-"""Library modules whose classes of the given base are allowed: ``torch.optim.AdamW``, ``...lr_scheduler.LambdaLR``."""
+OPTIMIZER_MODULES = {
+    "torch.optim": torch.optim.Optimizer,
+    "torch.optim.lr_scheduler": torch.optim.lr_scheduler.LRScheduler,
+    "timm.optim": torch.optim.Optimizer,
+}
+"""Library modules whose classes of the given base are allowed: ``torch.optim.AdamW``, ``...lr_scheduler.LambdaLR``,
+``timm.optim.Lars`` (solo-learn's MoCo v3 recipe)."""
 
 TRUSTED: ContextVar[bool] = ContextVar("trust_checkpoint", default=False)
 """Whether the user passed ``trust_checkpoint=true`` for this run (set by ``trusting``)."""
@@ -79,9 +84,9 @@ def registered(target: str) -> bool:
     module_name, _, name = target.rpartition(".")
     if not name or name.startswith("_"):
         return False
-    if module_name in TORCH_OPTIM:
+    if module_name in OPTIMIZER_MODULES:
         found = getattr(importlib.import_module(module_name), name, None)
-        return inspect.isclass(found) and issubclass(found, TORCH_OPTIM[module_name])
+        return inspect.isclass(found) and issubclass(found, OPTIMIZER_MODULES[module_name])
     if not in_packages(module_name):
         return False
     try:
@@ -126,7 +131,7 @@ def check_stored(config: Any, source: str, build: str | None = None) -> None:
             raise UnsafeConfig(
                 f"{source}: its stored config names {key}._target_={target!r}, which is not a class the zoo builds "
                 f"from files (the public classes of {', '.join(REGISTERED_PACKAGES)}, torch.optim's optimizers "
-                "and schedulers, functools.partial); the file is refused and nothing was built. If you trust "
+                "and schedulers, timm.optim's optimizers, functools.partial); the file is refused and nothing was built. If you trust "
                 "this file and its code, pass trust_checkpoint=true"
             )
 

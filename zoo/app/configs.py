@@ -83,6 +83,9 @@ def compose_run(overrides: Sequence[str]) -> DictConfig:
 def compose_as_run_py(overrides: Sequence[str], output_dir: Path) -> DictConfig:
     """The config ``run.py`` gets for ``overrides`` with its run folder at ``output_dir``, with Hydra's
     runtime (``${hydra:...}``, choices, overrides) set as under ``run.py``: for tests and benchmarks."""
+    from zoo.app import batch_size
+
+    batch_size.register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose(

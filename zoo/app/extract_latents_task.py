@@ -29,27 +29,9 @@ from callbacks.progress import progress_shown, track
 from callbacks.training.files import atomic_write, file_digest
 from datamodules.latents import MANIFEST
 from zoo.app.tasks import progress_bar_on, write_metrics
-from zoo.autoencoder import FrozenAutoencoder, load_autoencoder
+from zoo.autoencoder import ChannelMoments, FrozenAutoencoder, load_autoencoder
 
 SPLITS = ("train", "val", "test")
-
-
-class ChannelMoments:
-    """Per-channel count, sum and sum of squares of latents ``B, C, ...`` in float64: their mean and (unbiased) std."""
-
-    def __init__(self) -> None:
-        self.count, self.sum, self.squares = 0, 0.0, 0.0
-
-    def add(self, z: Tensor) -> None:
-        values = z.double().transpose(0, 1).flatten(1)
-        self.count += values.shape[1]
-        self.sum = self.sum + values.sum(1)
-        self.squares = self.squares + (values**2).sum(1)
-
-    def mean_std(self) -> tuple[list[float], list[float]]:
-        mean = self.sum / self.count
-        variance = (self.squares - self.count * mean**2) / (self.count - 1)
-        return mean.tolist(), variance.clamp(min=0).sqrt().tolist()
 
 
 def write_shard(folder: Path, split: str, index: int, latents: Tensor, labels: Tensor) -> dict:

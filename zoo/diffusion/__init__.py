@@ -37,7 +37,7 @@ from zoo.diffusion.samplers import (
     sde_step,
 )
 from zoo.diffusion.schedules import EDM, VP, LinearFlow, Schedule, append_dims
-from zoo.diffusion.time_samplers import LogitNormal, Shifted, Uniform, alpha_for_dim, shift
+from zoo.diffusion.time_samplers import LogitNormal, LogNormalSigma, Shifted, Uniform, alpha_for_dim, shift
 
 __all__ = [
     "EDM",
@@ -48,6 +48,7 @@ __all__ = [
     "VP",
     "LinearFlow",
     "LogitNormal",
+    "LogNormalSigma",
     "PredictAndPerturb",
     "Schedule",
     "Shifted",

@@ -83,6 +83,42 @@ class LogitNormal:
 
 
 @dataclass(frozen=True)
+class LogNormalSigma:
+    """``ln sigma ~ N(p_mean, p_std)`` (EDM, Karras et al. 2022, Table 1: -1.2, 1.2; iCT and ECT: -1.1, 2.0), returned
+    as the time t of the EDM schedule with the same ``sigma_min``, ``sigma_max`` and ``rho``
+    (``zoo.diffusion.schedules.EDM``: ``sigma(t)^(1/rho)`` is affine in t), sigma clamped into
+    ``[sigma_min, sigma_max]`` (at EDM's values a draw outside has probability below 2e-5).
+    """
+
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+
+    def __post_init__(self) -> None:
+        if self.p_std <= 0:
+            raise ValueError(f"time_sampler p_std={self.p_std} must be positive")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(
+                f"time_sampler sigma_min={self.sigma_min}, sigma_max={self.sigma_max}: need 0 < min < max, the "
+                "EDM schedule's (method.schedule)"
+            )
+
+    @property
+    def support(self) -> tuple[float, float]:
+        return (0.0, 1.0)
+
+    def __call__(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
+        normal = torch.randn(n, generator=generator, device=device, dtype=torch.float64)
+        sigma = (self.p_mean + self.p_std * normal).exp().clamp(self.sigma_min, self.sigma_max)
+        top, bottom = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
+        return ((sigma ** (1 / self.rho) - top) / (bottom - top)).float()
+
+
+@dataclass(frozen=True)
 class Shifted:
     """``shift(base(n), alpha)``: RAE applies the shift after logit-normal sampling (and in the sampler grid)."""
 

@@ -47,7 +47,9 @@ class Consistency(Method):
     ``steps`` is N, the points of the Karras grid (CT with ``curriculum=cm|ict`` replaces it by N(k) at
     ``global_step``, with ``s0``, ``s1``, ``mu0`` and ``total_steps`` K, null = the run's optimizer steps).
     ``teacher``: a ``method=diffusion`` checkpoint on EDM with this data shape, in the same latent space
-    (distill only); the student net starts from its weights. ``autoencoder``, ``data_shape``,
+    (distill only); the student net starts from its weights. ``init``: a ``method=diffusion`` checkpoint on EDM
+    whose weights CT starts from (ECT, Geng et al. 2024: consistency tuning of a pretrained diffusion model),
+    checked as a teacher is. ``autoencoder``, ``data_shape``,
     ``cache_latents`` and ``cache_dir`` are ``Diffusion``'s latent space. ``momentum`` is mu of the target
     network, in [0, 1) (0: iCT, target = online). ``sampler``: ``steps`` (default) and ``taus`` (the intermediate sigmas of multistep sampling).
     """
@@ -59,6 +61,7 @@ class Consistency(Method):
         schedule: Schedule,
         mode: str = "train",
         teacher: str | None = None,
+        init: str | None = None,
         teacher_step: str = "heun",
         steps: int = 18,
         index_sampler: str = "uniform",
@@ -105,19 +108,24 @@ class Consistency(Method):
         self.embed_t, self.embed_layer = embed_t, embed_layer
         self.teacher_step = TEACHER_STEPS[teacher_step]
         self.num_classes = int(getattr(net, "num_classes", 0))
-        self.teacher = load_teacher(teacher, schedule, self.shape, self.space) if mode == "distill" else None
-        # The student reads its net's output as the teacher does (CT: as x), so the copied weights mean the same.
-        reading = ("x", 0.0, 0.0)
-        if self.teacher is not None:
-            reading = (self.teacher.prediction, self.teacher.min_b, self.teacher.min_a)
+        if init is not None and mode == "distill":
+            raise ValueError(
+                f"method.init={init}: CD's student starts from method.teacher's weights; method.init is CT's start "
+                "(method.mode=train, ECT): drop one of them"
+            )
+        setting, path = ("method.teacher", teacher) if mode == "distill" else ("method.init", init)
+        start = None if mode == "train" and init is None else load_teacher(path, schedule, self.shape, self.space, setting)
+        self.teacher = start if mode == "distill" else None
+        # The student reads its net's output as the checkpoint does (CT from scratch: as x), so its weights mean the same.
+        reading = ("x", 0.0, 0.0) if start is None else (start.prediction, start.min_b, start.min_a)
         self.student = Denoiser(net, schedule, *reading, shape=self.shape)
-        if self.teacher is not None:
+        if start is not None:
             try:
-                self.student.net.load_state_dict(self.teacher.net.state_dict())
+                self.student.net.load_state_dict(start.net.state_dict())
             except RuntimeError as error:
                 raise ValueError(
-                    f"method.teacher={teacher}: the student net ({type(net).__name__}) cannot take the teacher's "
-                    f"weights ({type(self.teacher.net).__name__}); use the teacher's net config. {error}"
+                    f"{setting}={path}: the student net ({type(net).__name__}) cannot take the checkpoint's "
+                    f"weights ({type(start.net).__name__}); use its net config. {error}"
                 ) from None
         self.target = copy.deepcopy(self.student).requires_grad_(False)
         self.sampler = multistep_options(sampler or {}, schedule)

@@ -89,8 +89,9 @@ class RepresentationAlignment(LossTerm):
     """REPA's ``L_proj`` between the denoiser's tokens after ``block`` and a frozen encoder's patch tokens.
 
     ``block`` is 1-indexed as in the paper (the hidden state after block 8 of SiT-XL's 28); None picks
-    ``round(depth / 3)``. ``shape`` is the data's, ``patch_size``, ``width`` and ``depth`` the denoiser's token
-    geometry (None for a net without patch tokens, which is refused). ``stage`` selects the encoder's feature
+    ``round(depth / 3)``. ``shape`` is what the denoiser sees (the data's, or an autoencoder's latents'),
+    ``image_shape`` the images the encoder reads (null: ``shape``; latent diffusion: the pixels'), ``patch_size``,
+    ``width`` and ``depth`` the denoiser's token geometry (None for a net without patch tokens, which is refused). ``stage`` selects the encoder's feature
     map (``FrozenEncoder.feature_map``), ``match`` how its grid meets the denoiser's (``MATCHES``), ``layout``
     the targets' placement (``LAYOUTS``: REPA's or a control), ``projector_dim`` the projector's hidden width.
     The encoder stays frozen; only the projector trains.
@@ -111,6 +112,7 @@ class RepresentationAlignment(LossTerm):
         projector_dim: int = 256,
         weight: float = 0.5,
         layout: str = "spatial",
+        image_shape: Sequence[int] | None = None,
     ) -> None:
         if None in (patch_size, width, depth) or len(shape) != 3:
             raise ValueError(
@@ -143,18 +145,20 @@ class RepresentationAlignment(LossTerm):
         self.encoder = encoder
         side = shape[1] // patch_size
         self.grid = (side, shape[2] // patch_size)
-        self.input_size = self._input_size(tuple(shape), patch_size)
-        dim, *_ = encoder_grid(encoder, shape, stage, self.input_size)
+        image = tuple(shape if image_shape is None else image_shape)
+        self.input_size = self._input_size(image, f"{shape[1]} px / net.patch_size={patch_size}")
+        dim, *_ = encoder_grid(encoder, image, stage, self.input_size)
         self.projector = projector(width, projector_dim, dim)
 
-    def _input_size(self, shape: tuple[int, ...], patch_size: int) -> tuple[int, int] | None:
-        """The encoder's input size under ``match`` (None: its own), or a ValueError naming both grids."""
+    def _input_size(self, shape: tuple[int, ...], geometry: str) -> tuple[int, int] | None:
+        """The encoder's input size under ``match`` for images of ``shape`` (None: its own), or a ValueError naming
+        both grids (``geometry`` says where the DiT's comes from)."""
         own = encoder_grid(self.encoder, shape, self.stage)[1:]
         input_side = (self.encoder.input_size or shape[1:])[0]
         stage = "the last stage" if self.stage is None else f"stage {self.stage}"
         grids = (
             f"the encoder's token grid ({stage}, {input_side} px input) is {own[0]}x{own[1]} and the DiT's is "
-            f"{self.grid[0]}x{self.grid[1]} ({shape[1]} px / net.patch_size={patch_size})"
+            f"{self.grid[0]}x{self.grid[1]} ({geometry})"
         )
         if own == self.grid:
             return None
