@@ -43,11 +43,11 @@ def run() -> None:
     import hydra
     from omegaconf import DictConfig
 
+    from zoo.app import batch_size
     from zoo.app.command_line import quote_paths
     from zoo.app.configs import hydra_config_path
     from zoo.app.resume import Interrupted
     from zoo.app.run_folder import Escalated
-    from zoo.app import batch_size
     from zoo.app.sweep_names import record_swept_keys, register
 
     @hydra.main(config_path=hydra_config_path(), config_name="config", version_base="1.3")
