@@ -402,6 +402,28 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tm
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_on_an_accelerator_a_non_finite_loss_is_read_at_the_log_interval(
+    tmp_path: Path, make_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where reading the loss would make the host wait for the device (a GPU), the steps' flag is read every
+    trainer.log_every_n_steps steps and the error names the window the first non-finite loss fell in."""
+    from zoo.methods import base
+
+    monkeypatch.setattr(base, "reads_loss_every_step", lambda device: False)
+    built = build(make_config("method=dae", "trainer=debug", "trainer.log_every_n_steps=2", "callbacks=none", "~logger",
+                              output_dir=tmp_path))
+    losses = built.method.losses
+
+    def poisoned(batch: dict) -> dict:
+        parts = losses(batch)
+        return {**parts, "loss": parts["loss"] * (math.nan if built.method.global_step == 2 else 1.0)}
+
+    monkeypatch.setattr(built.method, "losses", poisoned)
+    with pytest.raises(FloatingPointError, match="non-finite training loss at a global step from 2 to 3"):
+        built.trainer.fit(built.method, datamodule=built.datamodule)
+    assert built.method.global_step == 3
+
+
 def test_checkpoint_of_non_finite_weights_is_refused(tmp_path: Path, make_config) -> None:
     built = build(make_config(*NAN_RUN, "trainer.max_epochs=1", output_dir=tmp_path))
     built.trainer.fit(built.method, datamodule=built.datamodule)

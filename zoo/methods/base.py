@@ -54,6 +54,7 @@ class Method(L.LightningModule):
         self.total_steps = 1
         self._momentum_step = 0
         self.run_config: dict | None = None
+        self._nonfinite: Tensor | None = None
 
     @property
     def learnable_params(self) -> list[dict[str, Any]]:
@@ -93,12 +94,25 @@ class Method(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss {loss.item()} at global step {self.global_step}; "
-                "lower the learning rate, enable gradient clipping (trainer.gradient_clip_val) or check the data"
-            )
+        self._stop_if_nonfinite(loss)
         return loss
+
+    def _stop_if_nonfinite(self, loss: Tensor) -> None:
+        """Stop the run at a non-finite loss. On the CPU each step's loss is read. On an accelerator reading it would
+        make the host wait for the device every step, so a flag on the device gathers the steps' and is read every
+        ``trainer.log_every_n_steps`` steps, where Lightning reads the logged values anyway."""
+        nonfinite = ~torch.isfinite(loss.detach())
+        if reads_loss_every_step(loss.device):
+            if nonfinite:
+                raise FloatingPointError(nonfinite_message(f"{loss.item()} at global step {self.global_step}"))
+            return
+        self._nonfinite = nonfinite if self._nonfinite is None else self._nonfinite | nonfinite
+        every = self.trainer.log_every_n_steps
+        if (self.global_step + 1) % every == 0:
+            flag, self._nonfinite = self._nonfinite, None
+            if flag:
+                first = max(0, self.global_step + 1 - every)
+                raise FloatingPointError(nonfinite_message(f"at a global step from {first} to {self.global_step}"))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "val", **self._evaluation_noise(batch_idx))
@@ -160,3 +174,15 @@ class Method(L.LightningModule):
         checkpoint["zoo_version"] = CHECKPOINT_FORMAT
         if self.run_config is not None:
             checkpoint["zoo_config"] = self.run_config
+
+
+def reads_loss_every_step(device: torch.device) -> bool:
+    """Whether a step's loss is read on the host at once: on the CPU it is there already."""
+    return device.type == "cpu"
+
+
+def nonfinite_message(where: str) -> str:
+    return (
+        f"non-finite training loss {where}; lower the learning rate, enable gradient clipping "
+        "(trainer.gradient_clip_val) or check the data"
+    )
