@@ -44,7 +44,7 @@ from bench.common import (
     to_device,
     training_step_flops,
 )
-from bench.throughput import lightning_block, plain_block
+from bench.throughput import interleaved
 
 
 @dataclass
@@ -194,13 +194,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         built = build_row(ROWS["dit_b2"], args, 1, folder)
-    lightning, plain = [], []
-    for round_index in range(args.rounds):
-        blocks = {"lightning": lightning_block, "plain": plain_block}
-        order = list(blocks) if round_index % 2 == 0 else list(reversed(blocks))
-        measured = {name: blocks[name](built.method, built.datamodule, args) for name in order}
-        lightning.append(measured["lightning"])
-        plain.append(measured["plain"])
+    lightning, plain, _ = interleaved(built.method, built.datamodule, args)
     overhead = ratio([(r.cpu_median_step, r.median_step) for r in lightning], [(r.cpu_median_step, r.median_step) for r in plain])
     values = {
         "dit_b2_lightning_step_ms": median(r.median_step for r in lightning) * 1e3,

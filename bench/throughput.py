@@ -88,6 +88,20 @@ def plain_block(method: L.LightningModule, datamodule: L.LightningDataModule, ar
     return timer.rate(args.warmup)
 
 
+def interleaved(method: L.LightningModule, datamodule: L.LightningDataModule, args) -> tuple[list[Rate], list[Rate], list[str]]:
+    """``args.rounds`` rounds of ``lightning_block`` and ``plain_block``, alternating which goes first: their rates
+    and each round's order."""
+    lightning, plain, orders = [], [], []
+    for round_index in range(args.rounds):
+        blocks = {"lightning": lightning_block, "plain": plain_block}
+        order = list(blocks) if round_index % 2 == 0 else list(reversed(blocks))
+        measured = {name: blocks[name](method, datamodule, args) for name in order}
+        lightning.append(measured["lightning"])
+        plain.append(measured["plain"])
+        orders.append(" then ".join(order))
+    return lightning, plain, orders
+
+
 def main() -> None:
     parser = clock_options(arguments(__doc__.splitlines()[0], steps=20, warmup=3))
     # 20 rounds: the per-round ratio spreads over about 0.9-1.15 on 2 CPU cores, so 6 rounds (1.083 idle) could not
@@ -117,17 +131,12 @@ def main() -> None:
         cfg = compose_run(["method=diffusion", *bench_overrides(args.device, args.precision, 1)], Path(folder))
         built = build(cfg)
     built.datamodule.setup("fit")
-    rows, lightning, plain = [], [], []
-    for round_index in range(args.rounds):
-        blocks = {"lightning": lightning_block, "plain": plain_block}
-        order = list(blocks) if round_index % 2 == 0 else list(reversed(blocks))
-        measured = {name: blocks[name](built.method, built.datamodule, args) for name in order}
-        lightning.append(measured["lightning"])
-        plain.append(measured["plain"])
-        rows.append([round_index, " then ".join(order),
-                     lightning[-1].cpu_median_step * 1e3, plain[-1].cpu_median_step * 1e3,
-                     lightning[-1].median_step * 1e3, plain[-1].median_step * 1e3,
-                     lightning[-1].seconds_per_step * 1e3, plain[-1].seconds_per_step * 1e3])
+    lightning, plain, orders = interleaved(built.method, built.datamodule, args)
+    rows = [
+        [index, order, light.cpu_median_step * 1e3, hand.cpu_median_step * 1e3, light.median_step * 1e3,
+         hand.median_step * 1e3, light.seconds_per_step * 1e3, hand.seconds_per_step * 1e3]
+        for index, (order, light, hand) in enumerate(zip(orders, lightning, plain))
+    ]
     medians = ratio([(r.cpu_median_step, r.median_step) for r in lightning], [(r.cpu_median_step, r.median_step) for r in plain])
     means = ratio([(r.cpu_per_step, r.seconds_per_step) for r in lightning], [(r.cpu_per_step, r.seconds_per_step) for r in plain])
     values = {
