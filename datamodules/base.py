@@ -415,24 +415,27 @@ class ZooDataModule(L.LightningDataModule):
         dataset = self._dataset(self._served_split(2), augmented=False)
         return self._loader(dataset, shuffle=False, batch_size=self.eval_batch_size)
 
-    def clean_train_dataloader(self) -> DataLoader:
-        """The whole training split, unaugmented and in order, on the host (a latent space's statistics)."""
-        return self._loader(self._dataset(self.splits[0], augmented=False), shuffle=False, batch_size=self.eval_batch_size)
+    def clean_train_dataloader(self, size: int | None = None) -> DataLoader:
+        """The training split, unaugmented and in order, on the host (a latent space's statistics): all of it, or a
+        seeded subset of ``size`` images."""
+        split = self._seeded_subset(self.splits[0], size)
+        return self._loader(self._dataset(split, augmented=False), shuffle=False, batch_size=self.eval_batch_size)
 
     def probe_dataloaders(self) -> tuple[DataLoader, DataLoader]:
         """Clean, labeled, unaugmented, unshuffled ``(train, val)`` loaders for probes, on the host (at most
         ``probe_size`` images of each)."""
-        train, val = (self._probe_subset(split) for split in self.splits[:2])
+        train, val = (self._seeded_subset(split, self.probe_size) for split in self.splits[:2])
         return (
             self._loader(self._dataset(train, augmented=False), shuffle=False, batch_size=self.eval_batch_size),
             self._loader(self._dataset(val, augmented=False), shuffle=False, batch_size=self.eval_batch_size),
         )
 
-    def _probe_subset(self, split: Dataset) -> Dataset:
-        if self.probe_size is None or self.probe_size >= len(split):
+    def _seeded_subset(self, split: Dataset, size: int | None) -> Dataset:
+        """``split``, or a seeded random subset of ``size`` of its items in their order."""
+        if size is None or size >= len(split):
             return split
         generator = torch.Generator().manual_seed(self.seed)
-        keep = torch.randperm(len(split), generator=generator)[: self.probe_size].sort().values
+        keep = torch.randperm(len(split), generator=generator)[:size].sort().values
         return split.subset(keep) if isinstance(split, TensorSamples) else Subset(split, keep.tolist())
 
     def train_tensor(self) -> tuple[Tensor, Tensor]:

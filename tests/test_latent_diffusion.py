@@ -80,6 +80,26 @@ def test_the_identity_autoencoder_round_trips_through_the_slot_and_normalises_by
     assert method.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 1, 8, 8)
 
 
+def test_latent_statistics_of_a_seeded_subset_of_the_train_split(make_config) -> None:
+    """``method.latent_statistics_images=n``: the moments of n training images, the same seeded n on every rank (an
+    ImageNet split is not encoded whole before the first step)."""
+    cfg = make_config("method=diffusion", *LATENT_DIT, "callbacks=none", "method.latent_statistics_images=100")
+    built = build(cfg)
+    autoencoder = FrozenAutoencoder(Identity((1, 8, 8)), (1, 8, 8), digest="identity")
+    method = instantiate(cfg.method, autoencoder=autoencoder, data_shape=[1, 8, 8])
+    built.datamodule.setup("fit")
+    method.space.fit(built.datamodule, torch.device("cpu"))
+    subset = torch.cat([batch["x"] for batch in built.datamodule.clean_train_dataloader(100)])
+    again = torch.cat([batch["x"] for batch in built.datamodule.clean_train_dataloader(100)])
+    assert len(subset) == 100 and torch.equal(subset, again)
+    assert not torch.equal(subset, built.datamodule.train_tensor()[0][:100]), "a random subset, not the first images"
+    values = subset.double().flatten()
+    assert float(method.space.norm.mean) == pytest.approx(float(values.mean()), abs=1e-6)
+    assert float(method.space.norm.std) == pytest.approx(float(values.std()), abs=1e-6)
+    with pytest.raises((ValueError, InstantiationException), match="latent_statistics_images=1: .* at least 2"):
+        instantiate(cfg.method, autoencoder=autoencoder, data_shape=[1, 8, 8], latent_statistics_images=1)
+
+
 def test_an_unfitted_latent_model_outside_a_trainer_is_an_error(make_config) -> None:
     method, _ = identity_diffusion(make_config)
     with pytest.raises(RuntimeError, match="latent statistics are not fitted"):

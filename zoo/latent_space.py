@@ -27,13 +27,24 @@ class LatentSpace(nn.Module):
 
     ``encode(x, cached, datamodule)`` and ``decode(z, datamodule)`` fit the latent statistics from
     ``datamodule`` first if they are not fitted yet (a weight average copied before ``setup``); without
-    a datamodule, an unfitted latent space is an error.
+    a datamodule, an unfitted latent space is an error. ``statistics_images`` measures them on a seeded subset of
+    that many training images (null: all; ImageNet's 1.28M would be encoded on every rank before the first step).
     """
 
     def __init__(
-        self, data_shape: Sequence[int], autoencoder: FrozenAutoencoder | None = None, cache_dir: str | None = None
+        self,
+        data_shape: Sequence[int],
+        autoencoder: FrozenAutoencoder | None = None,
+        cache_dir: str | None = None,
+        statistics_images: int | None = None,
     ) -> None:
         super().__init__()
+        if statistics_images is not None and statistics_images < 2:
+            raise ValueError(
+                f"method.latent_statistics_images={statistics_images}: the latent statistics need at least 2 images "
+                "(null: the whole train split)"
+            )
+        self.statistics_images = statistics_images
         self.data_shape = tuple(int(s) for s in data_shape)
         self.autoencoder = autoencoder
         self.shape = tuple(autoencoder.latent_shape) if autoencoder is not None else self.data_shape
@@ -50,6 +61,7 @@ class LatentSpace(nn.Module):
         data_shape: Sequence[int] | None,
         cache_latents: bool = False,
         cache_dir: str | None = None,
+        statistics_images: int | None = None,
     ) -> LatentSpace:
         """The space of a method's ``autoencoder`` argument (a checkpoint path, a frozen autoencoder or None),
         checked against ``shape`` (what the net sees) and ``data_shape`` (the pixels)."""
@@ -76,7 +88,7 @@ class LatentSpace(nn.Module):
             )
         if cache_latents and not cache_dir:
             raise ValueError("method.cache_latents=true needs method.cache_dir (paths.cache_dir by default)")
-        return cls(autoencoder.shape, autoencoder, cache_dir if cache_latents else None)
+        return cls(autoencoder.shape, autoencoder, cache_dir if cache_latents else None, statistics_images)
 
     @property
     def is_pixels(self) -> bool:
@@ -113,7 +125,8 @@ class LatentSpace(nn.Module):
             if not bool(self.norm.fitted):
                 self.norm.fit(self.cache.latents.to(self.norm.mean.device))
         elif not bool(self.norm.fitted):
-            self.norm.set(*streamed_moments(self.autoencoder, datamodule.clean_train_dataloader(), device).mean_std())
+            loader = datamodule.clean_train_dataloader(self.statistics_images)
+            self.norm.set(*streamed_moments(self.autoencoder, loader, device).mean_std())
 
     def fit_extracted(self, datamodule: Any) -> None:
         """Latents extracted once (``data=latents``): they must be this autoencoder's; their statistics are the

@@ -50,7 +50,7 @@ class Consistency(Method):
     (distill only); the student net starts from its weights. ``init``: a ``method=diffusion`` checkpoint on EDM
     whose weights CT starts from (ECT, Geng et al. 2024: consistency tuning of a pretrained diffusion model),
     checked as a teacher is. ``autoencoder``, ``data_shape``,
-    ``cache_latents`` and ``cache_dir`` are ``Diffusion``'s latent space. ``momentum`` is mu of the target
+    ``cache_latents``, ``cache_dir`` and ``latent_statistics_images`` are ``Diffusion``'s latent space. ``momentum`` is mu of the target
     network, in [0, 1) (0: iCT, target = online). ``sampler``: ``steps`` (default) and ``taus`` (the intermediate sigmas of multistep sampling).
     """
 
@@ -80,6 +80,7 @@ class Consistency(Method):
         data_shape: Sequence[int] | None = None,
         cache_latents: bool = False,
         cache_dir: str | None = None,
+        latent_statistics_images: int | None = None,
         **kwargs: Any,
     ) -> None:
         if momentum is None or not 0 <= momentum < 1:
@@ -89,7 +90,7 @@ class Consistency(Method):
             )
         super().__init__(momentum=momentum, **kwargs)
         self.shape = tuple(shape)
-        self.space = LatentSpace.build(autoencoder, shape, data_shape, cache_latents, cache_dir)
+        self.space = LatentSpace.build(autoencoder, shape, data_shape, cache_latents, cache_dir, latent_statistics_images)
         self.data_shape = self.space.data_shape
         if not isinstance(schedule, EDM):
             raise ValueError(

@@ -62,7 +62,8 @@ class Diffusion(Method):
     ``alpha = sqrt(m / n)``, ``m = C*H*W`` of what the net denoises (RAE, Zheng et al. 2025, Sec. 4.2),
     computed from the shape rather than typed (``sample(shift=...)`` still overrides it).
     ``cache_latents`` reads the train split's latents from an on-disk cache in ``cache_dir`` instead of
-    encoding each batch.
+    encoding each batch. ``latent_statistics_images``: the latent statistics from a seeded subset of that many
+    training images (null: all).
     """
 
     def __init__(
@@ -85,12 +86,13 @@ class Diffusion(Method):
         data_shape: Sequence[int] | None = None,
         cache_latents: bool = False,
         cache_dir: str | None = None,
+        latent_statistics_images: int | None = None,
         dimension_shift: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.shape = tuple(shape)
-        self.space = LatentSpace.build(autoencoder, shape, data_shape, cache_latents, cache_dir)
+        self.space = LatentSpace.build(autoencoder, shape, data_shape, cache_latents, cache_dir, latent_statistics_images)
         self.data_shape = self.space.data_shape
         if not self.space.is_pixels and guidance is not None and guidance.scale > 0:
             raise ValueError(
