@@ -30,7 +30,12 @@ RECIPES = sorted(
     for folder in ("cifar10", "imagenet256")
     for p in (CONF / "experiment" / folder).glob("*.yaml")
 )
-PRESETS = sorted(p.stem for p in (CONF / "net").glob("*.yaml") if "defaults" in yaml.safe_load(p.read_text()))
+PRESETS = {
+    **{f"net={p.stem}": ("net.", ["method=diffusion"]) for p in (CONF / "net").glob("*.yaml") if "defaults:" in p.read_text()},
+    "method/net=kl_f16d32": ("method.net.", ["method=vavae"]),
+    "method/decoder=vit_xl": ("method.decoder.", ["method=rae"]),
+}
+"""Named sizes: each option, the key its values sit under, and a method that takes it."""
 KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):")
 CITED = re.compile(r":\s*(?P<value>[^#]*?)\s*#\s*paper:\s*(?P<paper>[^(]+?)\s*\((?P<source>.+)\)\s*$")
 DINOV2 = ("vit_base_patch14_dinov2.lvd142m", "vit_large_patch14_dinov2.lvd142m", "vit_base_patch14_reg4_dinov2.lvd142m")
@@ -132,12 +137,14 @@ def test_there_are_recipes_for_all_seven_methods() -> None:
     assert {"moco", "diffusion", "consistency", "repa", "vavae", "rae", "jit"} <= methods
 
 
-@pytest.mark.parametrize("name", [*RECIPES, *(f"net/{p}" for p in PRESETS)])
+@pytest.mark.parametrize("name", [*RECIPES, *PRESETS])
 def test_cited_hyperparameters_are_the_configs(name: str, tmp_path: Path) -> None:
     """A recipe's or preset's ``# paper:`` values are on their lines and in the composed config; a recipe names the
     figure to reach and its command."""
-    if name.startswith("net/"):
-        path, prefix, overrides = CONF / f"{name}.yaml", "net.", [f"net={name[4:]}"]
+    if name in PRESETS:
+        group, option = name.split("=")
+        prefix, method = PRESETS[name]
+        path, overrides = CONF / group / f"{option}.yaml", [*method, name]
     else:
         path, prefix, overrides = CONF / "experiment" / f"{name}.yaml", "", [f"experiment={name}"]
         header = path.read_text()
