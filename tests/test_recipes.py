@@ -18,6 +18,7 @@ import torch
 import yaml
 from conftest import CONF, compose_config
 from diffusers import AutoencoderKL
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_datamodules import write_cifar, write_image_folder
 from timm import create_model
@@ -155,6 +156,38 @@ def test_cited_hyperparameters_are_the_configs(name: str, tmp_path: Path) -> Non
     for key, value, paper, source in cited:
         assert value == paper, f"{path}: {key} is {value!r} but its comment cites {paper!r} ({source})"
         assert composed(cfg, prefix + key) == paper, f"{path}: the composed {prefix + key} is not the cited {paper!r}"
+
+
+# What each recipe's net sees at its real size (pixels, or the latents of its autoencoder), and its classes.
+REAL_SHAPES = {
+    "cifar10/moco_v3": ([3, 32, 32], 10), "cifar10/edm": ([3, 32, 32], 10), "cifar10/ect": ([3, 32, 32], 10),
+    "cifar10/ict": ([3, 32, 32], 10), "imagenet256/repa_sit_b2": ([4, 32, 32], 1000),
+    "imagenet256/lightningdit_b1": ([32, 16, 16], 1000), "imagenet256/rae_dit_dh_s": ([768, 16, 16], 1000),
+    "imagenet256/jit_b16": ([3, 256, 256], 1000), "imagenet256/vavae_f16d32": ([3, 256, 256], 1000),
+    "imagenet256/rae_stage1": ([3, 256, 256], 1000),
+}
+# Parameter counts the papers publish for these nets (DiT-B/2 as REPA cites it; JiT Table 7; ECT's README for DDPM++).
+PUBLISHED_PARAMETERS = {"imagenet256/repa_sit_b2": 130e6, "imagenet256/jit_b16": 131e6, "cifar10/edm": 55.7e6}
+
+
+@pytest.mark.parametrize("recipe", sorted(REAL_SHAPES))
+def test_every_recipe_builds_its_nets_at_their_real_size(recipe: str, tmp_path: Path) -> None:
+    """On the meta device (no memory, no time): the sizes a two-step tiny run never builds must fit together too
+    (heads that divide widths, patches that tile the grid), and where the paper counts parameters, the count is
+    within 10 % of it."""
+    cfg = compose_config([f"experiment={recipe}"], tmp_path)
+    cfg.shape, cfg.num_classes = REAL_SHAPES[recipe]
+    with torch.device("meta"):
+        if recipe == "imagenet256/vavae_f16d32":
+            net = instantiate(cfg.method.net)
+            assert net.encoder.conv_out.out_channels == 2 * 32
+        elif recipe == "imagenet256/rae_stage1":
+            net = instantiate(cfg.method.decoder)(grid=16, token_dim=768, image_size=256, out_channels=3)
+        else:
+            net = instantiate(cfg.net)
+    count = sum(p.numel() for p in net.parameters())
+    if recipe in PUBLISHED_PARAMETERS:
+        assert count == pytest.approx(PUBLISHED_PARAMETERS[recipe], rel=0.1)
 
 
 def test_a_cited_value_that_drifts_is_caught(tmp_path: Path) -> None:

@@ -25,11 +25,13 @@ def check_patch_geometry(image_size: int, patch_size: int) -> None:
         )
 
 
-def check_heads(width: int, heads: int, name: str = "net.width", multiple: int = 1) -> None:
+def check_heads(
+    width: int, heads: int, name: str = "net.width", multiple: int = 1, heads_name: str = "net.heads"
+) -> None:
     """ValueError unless ``heads`` divides ``width`` into head dims that are multiples of ``multiple``."""
     if heads < 1 or width % heads or (width // heads) % multiple:
         raise ValueError(
-            f"{name}={width} with net.heads={heads}: the width must split into {heads} heads of a size "
+            f"{name}={width} with {heads_name}={heads}: the width must split into {heads} heads of a size "
             f"divisible by {multiple}; use {name} = a multiple of {heads * multiple}"
         )
 
@@ -162,7 +164,8 @@ class DiT(nn.Module):
     ``c = t_emb (+ y_emb)``, final adaLN layer, unpatchify.
     DDT head (``head_depth > 0``): the input is patch-embedded again at ``head_width``; ``head_depth``
     adaLN-Zero blocks and the final layer are conditioned per token on
-    ``s = Linear(SiLU(t_emb + body_output))`` (the Linear only when ``head_width != width``).
+    ``s = Linear(SiLU(t_emb + body_output))`` (the Linear only when ``head_width != width``), with
+    ``head_heads`` attention heads (null: ``heads``; RAE's DiT-DH-S: 6 in the body, 16 in the head).
 
     ``forward(x, t, y=None, return_hidden=False)``: ``x`` ``[B, C, H, W]``, ``t`` float ``[B]`` (the
     schedule's ``c_noise``, embedded as ``1000 t``), ``y`` long ``[B]`` or None. Returns ``x``'s shape,
@@ -184,6 +187,7 @@ class DiT(nn.Module):
         pos_embed: str = "sincos",
         head_depth: int = 0,
         head_width: int | None = None,
+        head_heads: int | None = None,
     ) -> None:
         super().__init__()
         check_patch_geometry(image_size, patch_size)
@@ -201,8 +205,10 @@ class DiT(nn.Module):
                 f"net.head_width={head_width} needs a DDT head: set net.head_depth > 0 or head_width null"
             )
         head_width = width if head_width is None else head_width
+        heads_name = "net.heads" if head_heads is None else "net.head_heads"
+        head_heads = heads if head_heads is None else head_heads
         if head_depth:
-            check_heads(head_width, heads, name="net.head_width")
+            check_heads(head_width, head_heads, name="net.head_width", heads_name=heads_name)
         self.image_size, self.in_channels, self.patch_size = image_size, in_channels, patch_size
         self.input_shape = (in_channels, image_size, image_size)
         self.width, self.num_classes, self.head_depth = width, num_classes, head_depth
@@ -223,7 +229,7 @@ class DiT(nn.Module):
             self.head_embed = _patch_embed(image_size, patch_size, in_channels, head_width)
             self.head_condition = nn.Linear(width, head_width) if head_width != width else nn.Identity()
             self.head_blocks = nn.ModuleList(
-                AdaLNZeroBlock(head_width, heads, mlp_ratio) for _ in range(head_depth)
+                AdaLNZeroBlock(head_width, head_heads, mlp_ratio) for _ in range(head_depth)
             )
             self.final_layer = AdaLNFinalLayer(head_width, out_features)
         else:
