@@ -204,6 +204,8 @@ def test_the_papers_batch_is_split_over_devices_and_nodes(tmp_path: Path) -> Non
     assert compose_config([recipe, "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"], tmp_path).data.batch_size == 32
     with pytest.raises(Exception, match=r"global_batch_size=256 does not split over trainer.devices=3 .* = 3"):
         compose_config([recipe, "trainer=ddp", "trainer.devices=3"], tmp_path).data.batch_size  # noqa: B018
+    with pytest.raises(Exception, match=r"global_batch_size=256 is split over trainer.devices, which is 'auto'"):
+        compose_config([recipe, "trainer.devices=auto"], tmp_path).data.batch_size  # noqa: B018
 
 
 def test_shrinking_overrides_touch_only_sizes_and_steps() -> None:
