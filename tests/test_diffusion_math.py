@@ -342,13 +342,31 @@ def test_cosine_velocity_loss():
 def test_edm_lognormal_sigma_is_lognormal_through_the_edm_schedule():
     """EDM's ln sigma ~ N(-1.2, 1.2^2), drawn as t: the schedule's sigma(t) of the draws is that lognormal."""
     edm = EDM()
-    t = LogNormalSigma()(40000, generator=seeded(6))
+    t = LogNormalSigma(edm)(40000, generator=seeded(6))
     assert t.dtype == torch.float32 and 0 <= t.min() and t.max() <= 1
     log_sigma = edm.b(t.double()).log()
     assert abs(log_sigma.mean() + 1.2) < 0.03 and abs(log_sigma.std() - 1.2) < 0.03
     normal = torch.randn(5, generator=seeded(7), dtype=torch.float64)
-    drawn = LogNormalSigma(p_mean=-1.1, p_std=2.0)(5, generator=seeded(7))
+    drawn = LogNormalSigma(edm, p_mean=-1.1, p_std=2.0)(5, generator=seeded(7))
     torch.testing.assert_close(edm.b(drawn.double()), (-1.1 + 2.0 * normal).exp().clamp(0.002, 80.0), rtol=1e-5, atol=0)
+
+
+def test_edm_lognormal_sigma_follows_the_methods_schedule_and_refuses_one_without_sigma(make_config):
+    """The sampler reads sigma_min, sigma_max and rho from ``method.schedule``; a schedule without EDM's sigma is
+    refused naming the fix, before any step."""
+    narrow = EDM(sigma_min=0.5, sigma_max=2.0, rho=3.0)
+    t = LogNormalSigma(narrow, p_mean=0.0, p_std=3.0)(2000, generator=seeded(8))
+    sigma = narrow.b(t.double())
+    assert sigma.min() >= 0.5 - 1e-6 and sigma.max() <= 2.0 + 1e-6
+    assert (sigma < 0.5 + 1e-6).any() and (sigma > 2.0 - 1e-6).any(), "draws beyond the schedule are clamped to it"
+    with pytest.raises(ValueError, match="method.schedule._target_=zoo.diffusion.schedules.EDM"):
+        LogNormalSigma(LinearFlow())
+    edm_run = ["method=diffusion", "method/time_sampler=edm_lognormal", "method.schedule._target_=zoo.diffusion.schedules.EDM"]
+    cfg = make_config(*edm_run, "+method.schedule.sigma_max=20.0")
+    assert instantiate(cfg.method.time_sampler).schedule == EDM(sigma_max=20.0)
+    flow_run = make_config("method=diffusion", "method/time_sampler=edm_lognormal")  # the default LinearFlow
+    with pytest.raises(InstantiationException, match="LinearFlow schedule does not have"):
+        instantiate(flow_run.method.time_sampler)
 
 
 def test_logit_normal_median_and_noise_bias():

@@ -34,6 +34,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from callbacks.metrics.frechet_distance import GaussianAccumulator
 from callbacks.training.files import file_digest
 from zoo.loading import load_method
 
@@ -165,22 +166,16 @@ def load_autoencoder(
     return FrozenAutoencoder(method, shape, file_digest(path))
 
 
-class ChannelMoments:
-    """Per-channel count, sum and sum of squares of latents ``B, C, ...`` in float64: their mean and (unbiased) std."""
-
-    def __init__(self) -> None:
-        self.count, self.sum, self.squares = 0, 0.0, 0.0
+class ChannelMoments(GaussianAccumulator):
+    """Per-channel mean and (unbiased) std of latents ``B, C, ...`` that arrive in batches: the streamed Gaussian of
+    their channel vectors, one per sample and position."""
 
     def add(self, z: Tensor) -> None:
-        values = z.double().transpose(0, 1).flatten(1)
-        self.count += values.shape[1]
-        self.sum = self.sum + values.sum(1)
-        self.squares = self.squares + (values**2).sum(1)
+        super().add(z.transpose(0, 1).flatten(1).T)
 
     def mean_std(self) -> tuple[list[float], list[float]]:
-        mean = self.sum / self.count
-        variance = (self.squares - self.count * mean**2) / (self.count - 1)
-        return mean.tolist(), variance.clamp(min=0).sqrt().tolist()
+        mean, covariance = self.stats()
+        return mean.tolist(), covariance.diagonal().clamp(min=0).sqrt().tolist()
 
 
 class LatentNormalizer(nn.Module):

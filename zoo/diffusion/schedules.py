@@ -271,7 +271,7 @@ class EDM(Schedule):
     def dnative(self, t: Tensor) -> Tensor:
         return self.db(t)
 
-    def time_of(self, sigma: float) -> float:
+    def time_of(self, sigma: Tensor | float) -> Tensor | float:
         """The zoo time t with ``b(t) = sigma``: the inverse of ``sigma(t)`` (EDM Eq. 5 solved for t)."""
         top, bottom = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
         return (sigma ** (1 / self.rho) - top) / (bottom - top)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -82,27 +83,34 @@ class LogitNormal:
         return torch.sigmoid(self.mu + self.sigma * torch.randn(n, generator=generator, device=device))
 
 
+@runtime_checkable
+class SigmaSchedule(Protocol):
+    """A schedule of noise levels ``sigma`` in ``[sigma_min, sigma_max]`` with the time of each (``schedules.EDM``)."""
+
+    sigma_min: float
+    sigma_max: float
+
+    def time_of(self, sigma: Tensor | float) -> Tensor | float: ...
+
+
 @dataclass(frozen=True)
 class LogNormalSigma:
     """``ln sigma ~ N(p_mean, p_std)`` (EDM, Karras et al. 2022, Table 1: -1.2, 1.2; iCT and ECT: -1.1, 2.0), returned
-    as the time t of the EDM schedule with the same ``sigma_min``, ``sigma_max`` and ``rho``
-    (``zoo.diffusion.schedules.EDM``: ``sigma(t)^(1/rho)`` is affine in t), sigma clamped into
-    ``[sigma_min, sigma_max]`` (at EDM's values a draw outside has probability below 2e-5).
+    as the time t of the method's EDM schedule (``schedule.time_of``, EDM Eq. 5 solved for t), sigma clamped into the
+    schedule's ``[sigma_min, sigma_max]`` (at EDM's values a draw outside has probability below 2e-5).
     """
 
+    schedule: SigmaSchedule
     p_mean: float = -1.2
     p_std: float = 1.2
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
 
     def __post_init__(self) -> None:
         if self.p_std <= 0:
             raise ValueError(f"time_sampler p_std={self.p_std} must be positive")
-        if not 0 < self.sigma_min < self.sigma_max:
+        if not isinstance(self.schedule, SigmaSchedule):
             raise ValueError(
-                f"time_sampler sigma_min={self.sigma_min}, sigma_max={self.sigma_max}: need 0 < min < max, the "
-                "EDM schedule's (method.schedule)"
+                f"time_sampler=edm_lognormal draws EDM's sigma, which a {type(self.schedule).__name__} schedule does "
+                "not have: use it with method.schedule._target_=zoo.diffusion.schedules.EDM"
             )
 
     @property
@@ -113,9 +121,8 @@ class LogNormalSigma:
         self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
     ) -> Tensor:
         normal = torch.randn(n, generator=generator, device=device, dtype=torch.float64)
-        sigma = (self.p_mean + self.p_std * normal).exp().clamp(self.sigma_min, self.sigma_max)
-        top, bottom = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
-        return ((sigma ** (1 / self.rho) - top) / (bottom - top)).float()
+        sigma = (self.p_mean + self.p_std * normal).exp().clamp(self.schedule.sigma_min, self.schedule.sigma_max)
+        return self.schedule.time_of(sigma).float()
 
 
 @dataclass(frozen=True)
